@@ -1,0 +1,280 @@
+//! Tasks: their ids, the typed operations an agent can perform, and the typed results.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::ErrorData;
+
+/// The id of a task: 16 random bytes (a UUID), chosen by the coordinator.
+///
+/// Fixed-size so that lists of ids have a known cost on the wire. On the wire (bincode) it is the
+/// 16 raw bytes; in human-readable formats such as JSON, and in [`std::fmt::Display`], it is the
+/// usual hyphenated lowercase form `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(pub [u8; 16]);
+
+impl TaskId {
+    /// Wraps 16 bytes, for example those of a `uuid::Uuid`.
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        TaskId(bytes)
+    }
+
+    /// The 16 bytes.
+    pub const fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (index, byte) in self.0.iter().enumerate() {
+            if matches!(index, 4 | 6 | 8 | 10) {
+                formatter.write_str("-")?;
+            }
+            write!(formatter, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for TaskId {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "TaskId({self})")
+    }
+}
+
+/// A task id string is not 32 hexadecimal digits in the hyphenated UUID layout.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid task id {0:?}: expected the form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx")]
+pub struct ParseTaskIdError(pub String);
+
+impl std::str::FromStr for TaskId {
+    type Err = ParseTaskIdError;
+
+    /// Accepts the hyphenated form (either case) and the plain 32-digit form.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let error = || ParseTaskIdError(text.to_owned());
+        let digits: Vec<u8> = if text.len() == 36 {
+            let hyphens_in_place = text
+                .bytes()
+                .enumerate()
+                .all(|(index, byte)| (byte == b'-') == matches!(index, 8 | 13 | 18 | 23));
+            if !hyphens_in_place {
+                return Err(error());
+            }
+            text.bytes().filter(|byte| *byte != b'-').collect()
+        } else if text.len() == 32 {
+            text.bytes().collect()
+        } else {
+            return Err(error());
+        };
+        let mut bytes = [0u8; 16];
+        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+            let high = (pair[0] as char).to_digit(16).ok_or_else(error)?;
+            let low = (pair[1] as char).to_digit(16).ok_or_else(error)?;
+            *byte = (high * 16 + low) as u8;
+        }
+        Ok(TaskId(bytes))
+    }
+}
+
+impl Serialize for TaskId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.collect_str(self)
+        } else {
+            self.0.serialize(serializer)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            let text = String::deserialize(deserializer)?;
+            text.parse().map_err(serde::de::Error::custom)
+        } else {
+            <[u8; 16]>::deserialize(deserializer).map(TaskId)
+        }
+    }
+}
+
+/// A string that must not show up in logs: its `Debug` output is redacted.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The database servers an agent can manage.
+///
+/// New variants are only ever appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseEngine {
+    /// MariaDB (or MySQL).
+    MariaDb,
+    /// PostgreSQL.
+    PostgreSql,
+}
+
+/// One typed operation for an agent. There is deliberately no way to run an arbitrary command.
+///
+/// New variants are only ever appended at the end, never inserted, removed or reordered, because
+/// bincode identifies a variant by its position (web server virtual hosts, certificates and caches
+/// come later). A peer that receives a variant it does not know fails to decode the message and
+/// answers [`crate::ErrorCode::Unsupported`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    /// Answer at once with [`OperationOutput::Pong`] carrying the same payload.
+    Ping {
+        /// Echoed back unchanged.
+        payload: Vec<u8>,
+    },
+    /// List installed packages; an empty `names` lists all of them. Answers
+    /// [`OperationOutput::Packages`].
+    PackageList {
+        /// Package names to report on; empty means all installed packages.
+        names: Vec<String>,
+    },
+    /// Install packages. Answers [`OperationOutput::Packages`] with the named packages as now
+    /// installed.
+    PackageInstall {
+        /// Package names, at least one.
+        names: Vec<String>,
+    },
+    /// Upgrade packages; an empty `names` upgrades everything. Answers
+    /// [`OperationOutput::Packages`] with the packages as now installed.
+    PackageUpgrade {
+        /// Package names; empty means all installed packages.
+        names: Vec<String>,
+    },
+    /// Remove packages. Answers [`OperationOutput::Done`].
+    PackageRemove {
+        /// Package names, at least one.
+        names: Vec<String>,
+    },
+    /// List the databases of one engine. Answers [`OperationOutput::Databases`].
+    DatabaseList {
+        /// Which server to ask.
+        engine: DatabaseEngine,
+    },
+    /// Create a database and a user that owns it. Answers [`OperationOutput::Done`].
+    DatabaseCreate {
+        /// Which server.
+        engine: DatabaseEngine,
+        /// Database name.
+        name: String,
+        /// Owner user name; created if missing.
+        user: String,
+        /// The user's password.
+        password: Secret,
+    },
+    /// Change a database user's password. Answers [`OperationOutput::Done`].
+    DatabaseChangePassword {
+        /// Which server.
+        engine: DatabaseEngine,
+        /// User name.
+        user: String,
+        /// The new password.
+        password: Secret,
+    },
+    /// Drop a database. Answers [`OperationOutput::Done`].
+    DatabaseDrop {
+        /// Which server.
+        engine: DatabaseEngine,
+        /// Database name.
+        name: String,
+    },
+    /// Dump a database. The dump itself travels on its own stream that starts with a
+    /// [`crate::DataStreamHeader`]; the result is [`OperationOutput::DumpFinished`].
+    DatabaseDump {
+        /// Which server.
+        engine: DatabaseEngine,
+        /// Database name.
+        name: String,
+        /// Compress the dump with zstd before sending it.
+        compress_zstd: bool,
+    },
+}
+
+/// One installed package.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageInfo {
+    /// Package name.
+    pub name: String,
+    /// Installed version.
+    pub version: String,
+    /// Architecture, for example `amd64` or `all`.
+    pub architecture: String,
+}
+
+/// One database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseInfo {
+    /// Database name.
+    pub name: String,
+    /// The server it lives in.
+    pub engine: DatabaseEngine,
+    /// Size on disk in bytes.
+    pub size_bytes: u64,
+    /// The user that owns it.
+    pub owner: String,
+}
+
+/// The typed result of a successful [`Operation`]. New variants are only ever appended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperationOutput {
+    /// The answer to [`Operation::Ping`].
+    Pong {
+        /// The ping's payload.
+        payload: Vec<u8>,
+    },
+    /// Packages, for the package operations that report them.
+    Packages(Vec<PackageInfo>),
+    /// Databases, for [`Operation::DatabaseList`].
+    Databases(Vec<DatabaseInfo>),
+    /// The operation succeeded and has nothing to report.
+    Done,
+    /// A dump was sent completely on its data stream.
+    DumpFinished {
+        /// How many bytes were sent on the data stream (after compression, if any).
+        bytes: u64,
+        /// SHA-256 of exactly those bytes.
+        sha256: [u8; 32],
+    },
+}
+
+/// A task sent from the coordinator to an agent. Delivery is at least once: the same task may
+/// arrive again with a higher `attempt`, and the agent answers a task it has finished with the
+/// stored result instead of doing the work twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDelivery {
+    /// The task's id.
+    pub task_id: TaskId,
+    /// What to do.
+    pub operation: Operation,
+    /// When the task stops being worth doing, in milliseconds since the Unix epoch. The agent
+    /// compares it with its own clock; this crate never reads a clock.
+    pub deadline_unix_ms: u64,
+    /// 1 for the first delivery, then 2, 3, ... for each redelivery.
+    pub attempt: u32,
+}
+
+/// How a task ended: a typed output or an error as data.
+pub type TaskOutcome = Result<OperationOutput, ErrorData>;
