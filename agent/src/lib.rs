@@ -1,0 +1,11 @@
+//! The Hostplane agent: enrolls with the coordinator, keeps a mutually authenticated QUIC
+//! connection to it, and carries out typed operations inside its container.
+
+use std::path::PathBuf;
+
+/// The default state directory (certificate, key, CA, finished-task store).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/hostplane-agent";
+
+/// Where the agent keeps its state.
+#[derive(Debug, Clone)]
+pub struct StateDir(pub PathBuf);

@@ -1,0 +1,132 @@
+//! The `hostplane-coordinator` command: parse arguments, load configuration, start tracing,
+//! then serve or run an administrative subcommand.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use coordinator::config::{Config, FileConfig, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "hostplane-coordinator",
+    version,
+    about = "Hostplane coordinator"
+)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, env = "HOSTPLANE_CONFIG")]
+    config: Option<PathBuf>,
+    /// State directory (redb store, CA, endpoints.json).
+    #[arg(long, global = true, env = "HOSTPLANE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API and the agent channel.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Development mode: state under the user's state folder, built-in Proxmox simulator, an
+    /// admin API key printed.
+    #[arg(long)]
+    dev: bool,
+    /// HTTP listen address, IP:PORT (port 0 picks a free one).
+    #[arg(long, env = "HOSTPLANE_HTTP_LISTEN")]
+    http_listen: Option<String>,
+    /// QUIC listen address for agents, IP:PORT.
+    #[arg(long, env = "HOSTPLANE_QUIC_LISTEN")]
+    quic_listen: Option<String>,
+    /// The HOST:PORT agents are told to dial (put in enrollment tokens).
+    #[arg(long, env = "HOSTPLANE_QUIC_ADVERTISE")]
+    quic_advertise: Option<String>,
+    /// PEM certificate chain for HTTPS.
+    #[arg(long, env = "HOSTPLANE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    #[arg(long, env = "HOSTPLANE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Lifetime of login tickets, seconds.
+    #[arg(long, env = "HOSTPLANE_TICKET_TTL_SECONDS")]
+    ticket_ttl_seconds: Option<u64>,
+    /// Lifetime of agent certificates, seconds.
+    #[arg(long, env = "HOSTPLANE_AGENT_CERT_LIFETIME_SECONDS")]
+    agent_cert_lifetime_seconds: Option<u64>,
+}
+
+fn dev_data_dir() -> Option<PathBuf> {
+    dirs::state_dir()
+        .or_else(dirs::data_local_dir)
+        .map(|dir| dir.join("hostplane"))
+}
+
+fn init_tracing(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter =
+        EnvFilter::try_from_env("HOSTPLANE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    // Under systemd (JOURNAL_STREAM is set) logs go to the journal with their fields.
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        registry.with(journald).init();
+    } else if json {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .init();
+    } else {
+        registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let file = FileConfig::load(cli.config.as_deref())?;
+            let overrides = Overrides {
+                data_dir: cli.data_dir,
+                http_listen: args.http_listen,
+                quic_listen: args.quic_listen,
+                quic_advertise: args.quic_advertise,
+                tls_cert: args.tls_cert,
+                tls_key: args.tls_key,
+                ticket_ttl_seconds: args.ticket_ttl_seconds,
+                agent_cert_lifetime_seconds: args.agent_cert_lifetime_seconds,
+                dev: args.dev,
+            };
+            let config = Config::resolve(file, overrides, dev_data_dir())?;
+            init_tracing(config.json_logs);
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(async move {
+                let running = coordinator::server::start(config).await?;
+                println!("{}", running.listening_line());
+                running.wait(shutdown_signal()).await;
+                anyhow::Ok(())
+            })
+        }
+    }
+}
