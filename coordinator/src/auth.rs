@@ -65,3 +65,35 @@ pub async fn authenticate(
         }
     }
 }
+
+/// The instance `id` if the principal may act on it: admins on every instance, a customer on
+/// their own, an instance-scoped key on its instances. Everyone else gets 404, as if the
+/// instance did not exist.
+pub fn require_instance(
+    app: &App,
+    principal: &Principal,
+    id: u32,
+) -> Result<crate::store::records::InstanceRecord, ApiError> {
+    let not_found = || ApiError::not_found(format!("instance {id} does not exist"));
+    if let Some(scope) = &principal.instance_scope
+        && !scope.contains(&id)
+    {
+        return Err(not_found());
+    }
+    let record: Option<crate::store::records::InstanceRecord> = app.store.get(
+        crate::store::Table::Instances,
+        &crate::store::records::InstanceRecord::key(id),
+    )?;
+    match record {
+        Some(record) if principal.is_admin() || record.user == principal.user_id => Ok(record),
+        _ => Err(not_found()),
+    }
+}
+
+/// Parses an instance id from a path parameter; anything but a VMID is a 404.
+pub fn parse_instance_id(text: &str) -> Result<u32, ApiError> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|id| (100..=999_999_999).contains(id))
+        .ok_or_else(|| ApiError::not_found(format!("instance {text:?} does not exist")))
+}

@@ -5,6 +5,7 @@
 //! silent misread. Callers use the typed helpers here or compose several steps atomically in
 //! [`Store::write`] / [`Store::read`], whose closures receive wrappers, not raw redb handles.
 
+pub mod records;
 pub mod tables;
 
 use std::path::Path;

@@ -1,0 +1,70 @@
+//! The record types kept in the store. Each is a JSON document; new fields get
+//! `#[serde(default)]` so older records still read.
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Role;
+
+/// A user account (table `Users`, key: user id).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UserRecord {
+    pub id: String,
+    pub username: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    pub role: Role,
+    /// Argon2id PHC string; never serialized to the API.
+    pub password_hash: String,
+    pub created_at: String,
+    pub updated_at: String,
+    /// Limits an admin sets on a customer; `None` means no limit.
+    #[serde(default)]
+    pub quota: Quota,
+}
+
+/// Per-user limits, enforced before Proxmox is called.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Quota {
+    #[serde(default)]
+    pub max_instances: Option<u32>,
+    #[serde(default)]
+    pub max_cores: Option<u32>,
+    /// MiB.
+    #[serde(default)]
+    pub max_memory: Option<u64>,
+    /// GiB.
+    #[serde(default)]
+    pub max_disk: Option<u64>,
+}
+
+/// An instance the coordinator manages (table `Instances`, key: the VMID as 10 zero-padded
+/// digits so keys sort numerically).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InstanceRecord {
+    pub id: u32,
+    /// Owner user id.
+    pub user: String,
+    pub node: String,
+    pub hostname: String,
+    pub template: String,
+    pub cpu: u32,
+    /// MiB.
+    pub memory: u64,
+    /// MiB.
+    pub swap: u64,
+    /// GiB.
+    pub disk: u64,
+    /// `creating`, `ready`, `destroying`, `failed`: the coordinator's view of the record.
+    pub state: String,
+    #[serde(default)]
+    pub suspended: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl InstanceRecord {
+    /// The store key of an instance id.
+    pub fn key(id: u32) -> String {
+        format!("{id:010}")
+    }
+}
