@@ -6,7 +6,7 @@ use crate::{ErrorData, TaskDelivery, TaskId, TaskOutcome};
 
 /// Services an agent can find in its container. New variants are only ever appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "lowercase")]
 pub enum Engine {
     /// The nginx web server.
     Nginx,

@@ -125,11 +125,12 @@ impl std::fmt::Debug for Secret {
 ///
 /// New variants are only ever appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum DatabaseEngine {
     /// MariaDB (or MySQL).
+    #[serde(rename = "mariadb")]
     MariaDb,
     /// PostgreSQL.
+    #[serde(rename = "postgresql")]
     PostgreSql,
 }
 
