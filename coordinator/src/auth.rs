@@ -1,28 +1,45 @@
 //! Authentication and authorization: the one path every route goes through.
 //!
-//! Invariant: a principal comes only from a verified credential (API key, ticket); handlers
-//! never look at credentials themselves.
+//! Credentials: `x-api-key: hpk_<id>_<secret>` (stored as the SHA-256 of the secret),
+//! `Authorization: Bearer <ticket>`, or `userid` + `ticket` in the query or JSON body (seed 000).
+//! Tickets are random 256-bit strings stored only as SHA-256 with their expiry. Passwords are
+//! argon2id hashes.
+//!
+//! Invariant: a principal comes only from a verified credential; handlers never look at
+//! credentials themselves.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine;
+use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::App;
 use crate::api::{Access, ApiError, ApiRequest};
+use crate::clock;
+use crate::store::records::{ApiKeyRecord, InstanceRecord, TicketRecord, UserRecord};
+use crate::store::{Store, StoreError, Table};
 
 /// A caller's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    Admin,
     Customer,
+    Admin,
 }
 
 /// Which credential authenticated the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum Credential {
+    /// The key id.
     ApiKey(String),
-    Ticket(String),
+    /// The ticket's store key (its SHA-256) and its public id.
+    Ticket { hash: String, id: String },
 }
 
 impl Credential {
@@ -30,7 +47,7 @@ impl Credential {
     pub fn id(&self) -> String {
         match self {
             Credential::ApiKey(id) => format!("apikey:{id}"),
-            Credential::Ticket(id) => format!("ticket:{id}"),
+            Credential::Ticket { id, .. } => format!("ticket:{id}"),
         }
     }
 }
@@ -50,20 +67,332 @@ impl Principal {
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
+
+    /// Admins may act on anyone; others only on themselves.
+    pub fn may_act_for(&self, user_id: &str) -> bool {
+        self.is_admin() || self.user_id == user_id
+    }
+}
+
+/// Random bytes as URL-safe base64 without padding.
+pub fn random_token(bytes: usize) -> String {
+    let mut buffer = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buffer);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buffer)
+}
+
+/// A short random hex id.
+pub fn random_id() -> String {
+    let mut buffer = [0u8; 8];
+    rand::rng().fill_bytes(&mut buffer);
+    hex::encode(buffer)
+}
+
+/// SHA-256 of a secret, hex.
+pub fn sha256_hex(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn constant_time_equal(left: &str, right: &str) -> bool {
+    left.len() == right.len()
+        && left
+            .bytes()
+            .zip(right.bytes())
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+}
+
+/// Hashes a password with argon2id.
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(ApiError::internal)?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(ApiError::internal)
+}
+
+/// Checks a password against its stored hash.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A new API key: the full text shown once, and the record to store.
+pub fn new_api_key(
+    user: &str,
+    name: &str,
+    role: Role,
+    expires_at: Option<i64>,
+    instances: Option<Vec<u32>>,
+) -> (String, ApiKeyRecord) {
+    let id = random_id();
+    let secret = random_token(32);
+    let text = format!("hpk_{id}_{secret}");
+    let record = ApiKeyRecord {
+        id,
+        user: user.to_string(),
+        name: name.to_string(),
+        role,
+        secret_sha256: sha256_hex(&secret),
+        created_at: clock::now_rfc3339(),
+        expires_at,
+        instances,
+        last_used_at: None,
+    };
+    (text, record)
+}
+
+/// A new login ticket: the text given to the caller and the record to store under its hash.
+pub fn new_ticket(user: &str, ttl: Duration) -> (String, String, TicketRecord) {
+    let text = format!("hpt_{}", random_token(32));
+    let record = TicketRecord {
+        id: random_id(),
+        user: user.to_string(),
+        created_at: clock::now_rfc3339(),
+        expires_at: clock::unix_now() + ttl.as_secs() as i64,
+    };
+    (text.clone(), sha256_hex(&text), record)
+}
+
+/// Counts recent failures per key in a sliding window. Pure: the time is passed in.
+#[derive(Debug)]
+pub struct FailureWindow {
+    window: Duration,
+    limit: usize,
+    failures: HashMap<String, VecDeque<Instant>>,
+}
+
+impl FailureWindow {
+    pub fn new(window: Duration, limit: usize) -> FailureWindow {
+        FailureWindow {
+            window,
+            limit,
+            failures: HashMap::new(),
+        }
+    }
+
+    fn prune(&mut self, key: &str, now: Instant) {
+        if let Some(times) = self.failures.get_mut(key) {
+            while times
+                .front()
+                .is_some_and(|first| now.duration_since(*first) >= self.window)
+            {
+                times.pop_front();
+            }
+            if times.is_empty() {
+                self.failures.remove(key);
+            }
+        }
+    }
+
+    /// `Err(seconds)` to wait when the key has reached its limit.
+    pub fn check(&mut self, key: &str, now: Instant) -> Result<(), u64> {
+        self.prune(key, now);
+        match self.failures.get(key) {
+            Some(times) if times.len() >= self.limit => {
+                let oldest = times.front().copied().unwrap_or(now);
+                let wait = self.window.saturating_sub(now.duration_since(oldest));
+                Err(wait.as_secs().max(1))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn record_failure(&mut self, key: &str, now: Instant) {
+        if self.failures.len() > 100_000 {
+            let window = self.window;
+            self.failures.retain(|_, times| {
+                times
+                    .back()
+                    .is_some_and(|last| now.duration_since(*last) < window)
+            });
+        }
+        self.failures
+            .entry(key.to_string())
+            .or_default()
+            .push_back(now);
+    }
+
+    pub fn clear(&mut self, key: &str) {
+        self.failures.remove(key);
+    }
+}
+
+/// Login throttling per user and per address.
+#[derive(Debug)]
+pub struct LoginLimiter {
+    per_user: Mutex<FailureWindow>,
+    per_address: Mutex<FailureWindow>,
+}
+
+impl Default for LoginLimiter {
+    fn default() -> Self {
+        LoginLimiter {
+            per_user: Mutex::new(FailureWindow::new(Duration::from_secs(300), 5)),
+            per_address: Mutex::new(FailureWindow::new(Duration::from_secs(300), 20)),
+        }
+    }
+}
+
+impl LoginLimiter {
+    /// Refuses with 429 when either the user or the address has failed too often.
+    pub fn check(&self, username: &str, address: &str) -> Result<(), ApiError> {
+        let now = Instant::now();
+        let user = self.per_user.lock().map(|mut w| w.check(username, now));
+        let address = self.per_address.lock().map(|mut w| w.check(address, now));
+        match (user, address) {
+            (Ok(Err(wait)), _) | (_, Ok(Err(wait))) => Err(ApiError::too_many_requests(wait)),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn failed(&self, username: &str, address: &str) {
+        let now = Instant::now();
+        if let Ok(mut window) = self.per_user.lock() {
+            window.record_failure(username, now);
+        }
+        if let Ok(mut window) = self.per_address.lock() {
+            window.record_failure(address, now);
+        }
+    }
+
+    pub fn succeeded(&self, username: &str) {
+        if let Ok(mut window) = self.per_user.lock() {
+            window.clear(username);
+        }
+    }
+}
+
+fn refused() -> ApiError {
+    ApiError::unauthorized("the credentials are missing, invalid or expired")
+}
+
+/// Finds the principal for an API key text.
+fn from_api_key(store: &Store, text: &str) -> Result<Principal, ApiError> {
+    let (id, secret) = text
+        .strip_prefix("hpk_")
+        .and_then(|rest| rest.split_once('_'))
+        .ok_or_else(refused)?;
+    let (key, user) = store.read(|read| {
+        let key: Option<ApiKeyRecord> = read.get(Table::ApiKeys, id)?;
+        let user: Option<UserRecord> = match &key {
+            Some(key) => read.get(Table::Users, &key.user)?,
+            None => None,
+        };
+        Ok::<_, StoreError>((key, user))
+    })?;
+    let (Some(key), Some(user)) = (key, user) else {
+        return Err(refused());
+    };
+    if !constant_time_equal(&key.secret_sha256, &sha256_hex(secret)) {
+        return Err(refused());
+    }
+    let now = clock::unix_now();
+    if key.expires_at.is_some_and(|expires| expires <= now) {
+        return Err(refused());
+    }
+    let stale = key
+        .last_used_at
+        .as_deref()
+        .and_then(clock::parse_rfc3339)
+        .is_none_or(|last| now - last >= 60);
+    if stale {
+        // Written at most once a minute per key, so reads stay reads.
+        let id = key.id.clone();
+        store.write(|write| {
+            if let Some(mut current) = write.get::<ApiKeyRecord>(Table::ApiKeys, &id)? {
+                current.last_used_at = Some(clock::rfc3339_unix(now));
+                write.put(Table::ApiKeys, &id, &current)?;
+            }
+            Ok::<_, StoreError>(())
+        })?;
+    }
+    Ok(Principal {
+        user_id: user.id,
+        username: user.username,
+        role: key.role.min(user.role),
+        credential: Credential::ApiKey(key.id),
+        instance_scope: key.instances,
+    })
+}
+
+/// Finds the principal for a ticket; `userid`, when given, must be the ticket's user.
+fn from_ticket(store: &Store, text: &str, userid: Option<&str>) -> Result<Principal, ApiError> {
+    let hash = sha256_hex(text);
+    let (ticket, user) = store.read(|read| {
+        let ticket: Option<TicketRecord> = read.get(Table::Tickets, &hash)?;
+        let user: Option<UserRecord> = match &ticket {
+            Some(ticket) => read.get(Table::Users, &ticket.user)?,
+            None => None,
+        };
+        Ok::<_, StoreError>((ticket, user))
+    })?;
+    let (Some(ticket), Some(user)) = (ticket, user) else {
+        return Err(refused());
+    };
+    if ticket.expires_at <= clock::unix_now() {
+        return Err(refused());
+    }
+    if let Some(userid) = userid
+        && userid != user.id
+        && !userid.eq_ignore_ascii_case(&user.username)
+    {
+        return Err(refused());
+    }
+    Ok(Principal {
+        user_id: user.id,
+        username: user.username,
+        role: user.role,
+        credential: Credential::Ticket {
+            hash,
+            id: ticket.id,
+        },
+        instance_scope: None,
+    })
+}
+
+/// Reads whichever credential the request carries.
+pub fn identify(app: &App, request: &ApiRequest) -> Result<Principal, ApiError> {
+    if let Some(key) = request.header("x-api-key") {
+        return from_api_key(&app.store, key.trim());
+    }
+    if let Some(authorization) = request.header("authorization") {
+        let ticket = authorization
+            .strip_prefix("Bearer ")
+            .or_else(|| authorization.strip_prefix("bearer "))
+            .ok_or_else(refused)?;
+        return from_ticket(&app.store, ticket.trim(), None);
+    }
+    // Seed 000: `userid` and `ticket` as parameters; a malformed body simply has none.
+    let ticket = request.field("ticket").ok().flatten();
+    let userid = request.field("userid").ok().flatten();
+    match (ticket, userid) {
+        (Some(ticket), Some(userid)) => from_ticket(&app.store, &ticket, Some(&userid)),
+        _ => Err(refused()),
+    }
 }
 
 /// Authenticates a request for a route with the given access rule.
 pub async fn authenticate(
-    _app: &Arc<App>,
-    _request: &ApiRequest,
+    app: &Arc<App>,
+    request: &ApiRequest,
     access: Access,
 ) -> Result<Option<Principal>, ApiError> {
-    match access {
-        Access::Public => Ok(None),
-        Access::Authenticated | Access::Admin => {
-            Err(ApiError::unauthorized("credentials are required"))
-        }
+    if access == Access::Public {
+        return Ok(None);
     }
+    let principal = identify(app, request)?;
+    if access == Access::Admin && !principal.is_admin() {
+        return Err(ApiError::forbidden("this needs an admin"));
+    }
+    Ok(Some(principal))
 }
 
 /// The instance `id` if the principal may act on it: admins on every instance, a customer on
@@ -73,17 +402,15 @@ pub fn require_instance(
     app: &App,
     principal: &Principal,
     id: u32,
-) -> Result<crate::store::records::InstanceRecord, ApiError> {
+) -> Result<InstanceRecord, ApiError> {
     let not_found = || ApiError::not_found(format!("instance {id} does not exist"));
     if let Some(scope) = &principal.instance_scope
         && !scope.contains(&id)
     {
         return Err(not_found());
     }
-    let record: Option<crate::store::records::InstanceRecord> = app.store.get(
-        crate::store::Table::Instances,
-        &crate::store::records::InstanceRecord::key(id),
-    )?;
+    let record: Option<InstanceRecord> =
+        app.store.get(Table::Instances, &InstanceRecord::key(id))?;
     match record {
         Some(record) if principal.is_admin() || record.user == principal.user_id => Ok(record),
         _ => Err(not_found()),
@@ -96,4 +423,43 @@ pub fn parse_instance_id(text: &str) -> Result<u32, ApiError> {
         .ok()
         .filter(|id| (100..=999_999_999).contains(id))
         .ok_or_else(|| ApiError::not_found(format!("instance {text:?} does not exist")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_window_limits_then_forgets() {
+        let start = Instant::now();
+        let mut window = FailureWindow::new(Duration::from_secs(60), 3);
+        for _ in 0..3 {
+            assert!(window.check("alice", start).is_ok());
+            window.record_failure("alice", start);
+        }
+        let wait = window.check("alice", start).unwrap_err();
+        assert_eq!(wait, 60);
+        assert!(window.check("bob", start).is_ok());
+        assert!(
+            window
+                .check("alice", start + Duration::from_secs(61))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn passwords_verify_only_with_the_right_text() {
+        let hash = hash_password("correct horse").unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &hash));
+        assert!(!verify_password("correct hors", &hash));
+        assert!(!verify_password("x", "not a hash"));
+    }
+
+    #[test]
+    fn secrets_compare_in_constant_time_shape() {
+        assert!(constant_time_equal("abc", "abc"));
+        assert!(!constant_time_equal("abc", "abd"));
+        assert!(!constant_time_equal("abc", "abcd"));
+    }
 }

@@ -3,6 +3,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod bootstrap;
+pub mod clock;
 pub mod config;
 pub mod metrics;
 pub mod server;
@@ -26,6 +28,10 @@ pub struct App {
     pub metrics: Metrics,
     /// True once every listener is up; `/readyz` reports it.
     pub ready: AtomicBool,
+    /// Login throttling per user and address.
+    pub login_limiter: auth::LoginLimiter,
+    /// A password hash checked when a login names an unknown user, so timing does not tell.
+    pub unknown_user_hash: String,
 }
 
 impl App {
@@ -33,12 +39,18 @@ impl App {
     pub async fn build(config: Config, store: Store) -> Result<Arc<App>, ServeError> {
         let mut routes = api::RouteTable::new();
         api::health::routes(&mut routes);
+        api::operations::routes(&mut routes);
+        api::users::routes(&mut routes);
+        let unknown_user_hash = auth::hash_password(&auth::random_token(16))
+            .map_err(|error| ServeError::Startup(error.message))?;
         Ok(Arc::new(App {
             config,
             store,
             routes,
             metrics: Metrics::new(),
             ready: AtomicBool::new(false),
+            login_limiter: auth::LoginLimiter::default(),
+            unknown_user_hash,
         }))
     }
 

@@ -123,6 +123,12 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(async move {
                 let running = coordinator::server::start(config).await?;
+                if let Some(key) = &running.admin_key {
+                    println!(
+                        "admin api key (shown once, also in {}): {key}",
+                        running.app.config.data_dir.join("admin.key").display()
+                    );
+                }
                 println!("{}", running.listening_line());
                 running.wait(shutdown_signal()).await;
                 anyhow::Ok(())

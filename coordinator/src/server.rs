@@ -53,6 +53,8 @@ pub struct Running {
     pub scheme: &'static str,
     /// The bound QUIC address, once the channel listens.
     pub quic: Option<SocketAddr>,
+    /// The first admin's API key, only on the start that created it.
+    pub admin_key: Option<String>,
     stop: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -164,6 +166,9 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         source,
     })?;
     let data_dir = config.data_dir.clone();
+    let admin_key = crate::bootstrap::ensure_admin(&store, &data_dir).map_err(|error| {
+        ServeError::Startup(format!("cannot create the first admin: {}", error.message))
+    })?;
     let app = App::build(config, store).await?;
     let quic = app.start_background().await?;
     let (stop, stopped) = watch::channel(false);
@@ -176,6 +181,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         http,
         scheme,
         quic,
+        admin_key,
         stop,
         server,
     };

@@ -8,8 +8,12 @@
 
 pub mod error;
 pub mod health;
+pub mod list;
+pub mod openapi;
+pub mod operations;
 pub mod request;
 pub mod router;
+pub mod users;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -156,14 +160,36 @@ pub async fn dispatch(app: &Arc<App>, mut request: ApiRequest, started: Instant)
         router::Found::Route(route, params) => {
             request.params = params;
             let pattern = route.path;
+            let mutating = !matches!(request.method, Method::GET | Method::HEAD);
+            let path = request.path.clone();
+            let remote = request.remote;
+            let mut actor = None;
             let result = match crate::auth::authenticate(app, &request, route.access).await {
                 Ok(principal) => {
+                    actor = principal.clone();
                     request.principal = principal;
                     (route.handler)(app.clone(), request).await
                 }
                 Err(error) => Err(error),
             };
-            (pattern, result.unwrap_or_else(ApiError::into_response))
+            let response = result.unwrap_or_else(ApiError::into_response);
+            if mutating {
+                operations::record(
+                    app,
+                    crate::store::records::AuditRecord {
+                        sequence: 0,
+                        at: crate::clock::now_rfc3339(),
+                        actor: actor.as_ref().map(|principal| principal.user_id.clone()),
+                        credential: actor.as_ref().map(|principal| principal.credential.id()),
+                        address: remote.map(|address| address.ip().to_string()),
+                        method: method.to_string(),
+                        route: pattern.to_string(),
+                        path,
+                        status: response.status().as_u16(),
+                    },
+                );
+            }
+            (pattern, response)
         }
         router::Found::WrongMethod(allowed) => (
             "(wrong method)",

@@ -261,6 +261,16 @@ impl Write<'_> {
         let removed = opened.remove(key)?.is_some();
         Ok(removed)
     }
+
+    /// The next number of a table keyed by zero-padded sequence numbers: one more than the
+    /// last key, or 1 for an empty table.
+    pub fn next_sequence(&self, table: Table) -> Result<u64, StoreError> {
+        let opened = self.transaction.open_table(definition(table))?;
+        let last = opened.last()?;
+        Ok(last
+            .and_then(|(key, _)| key.value().parse::<u64>().ok())
+            .map_or(1, |last| last + 1))
+    }
 }
 
 #[cfg(test)]

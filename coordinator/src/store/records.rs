@@ -68,3 +68,52 @@ impl InstanceRecord {
         format!("{id:010}")
     }
 }
+
+/// A login ticket (table `Tickets`, key: SHA-256 hex of the ticket). The ticket itself is
+/// never stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TicketRecord {
+    /// A short public id for the audit log.
+    pub id: String,
+    pub user: String,
+    pub created_at: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// An API key (table `ApiKeys`, key: key id). The secret is kept only as its SHA-256.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    /// Owner user id.
+    pub user: String,
+    pub name: String,
+    pub role: Role,
+    /// SHA-256 hex of the secret part.
+    pub secret_sha256: String,
+    pub created_at: String,
+    /// Unix seconds; `None` never expires.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// Instances the key is limited to; `None` is every instance of the owner.
+    #[serde(default)]
+    pub instances: Option<Vec<u32>>,
+    #[serde(default)]
+    pub last_used_at: Option<String>,
+}
+
+/// One mutating call (table `Audit`, key: sequence). Never changed once written.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditRecord {
+    pub sequence: u64,
+    pub at: String,
+    /// User id, or `None` when the caller was not authenticated.
+    pub actor: Option<String>,
+    pub credential: Option<String>,
+    pub address: Option<String>,
+    pub method: String,
+    /// The route pattern.
+    pub route: String,
+    pub path: String,
+    pub status: u16,
+}
