@@ -1,6 +1,7 @@
 //! The Hostplane coordinator: the public REST API, the store, the task system, the Proxmox
 //! client and the agents' QUIC server. `main.rs` parses arguments and calls [`server::start`].
 
+pub mod admin_cli;
 pub mod api;
 pub mod auth;
 pub mod bootstrap;

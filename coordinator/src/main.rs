@@ -28,6 +28,36 @@ struct Cli {
 enum Command {
     /// Serve the API and the agent channel.
     Serve(ServeArgs),
+    /// Manage users and API keys on this machine (the coordinator must be stopped).
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input (one line).
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List users.
+    List,
+    /// Create an API key for a user and print it once.
+    Key {
+        #[arg(long)]
+        username: String,
+        #[arg(long, default_value = "created on the command line")]
+        name: String,
+    },
+    /// Set a new password, read from standard input (one line); ends the user's tickets.
+    ResetPassword {
+        #[arg(long)]
+        username: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -102,9 +132,55 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+fn user_command(data_dir: &std::path::Path, command: UserCommand) -> anyhow::Result<()> {
+    use coordinator::admin_cli;
+    match command {
+        UserCommand::Create {
+            username,
+            email,
+            admin,
+        } => {
+            let password = read_password()?;
+            let id = admin_cli::create_user(data_dir, &username, &password, email, admin)?;
+            println!("created user {username} with id {id}");
+        }
+        UserCommand::List => {
+            for line in admin_cli::list_users(data_dir)? {
+                println!("{line}");
+            }
+        }
+        UserCommand::Key { username, name } => {
+            println!("{}", admin_cli::create_key(data_dir, &username, &name)?);
+        }
+        UserCommand::ResetPassword { username } => {
+            let password = read_password()?;
+            admin_cli::reset_password(data_dir, &username, &password)?;
+            println!("password of {username} changed; their tickets are ended");
+        }
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::User(command) => {
+            let file = FileConfig::load(cli.config.as_deref())?;
+            let overrides = Overrides {
+                data_dir: cli.data_dir,
+                ..Overrides::default()
+            };
+            let config = Config::resolve(file, overrides, dev_data_dir())?;
+            user_command(&config.data_dir, command)
+        }
         Command::Serve(args) => {
             let file = FileConfig::load(cli.config.as_deref())?;
             let overrides = Overrides {
