@@ -919,6 +919,14 @@ fn dispatch(
         }
         StatusCurrent => plain(shared.cluster().status_view(node, vmid, moment)?),
         Power(action) => {
+            if flag(parameters, "skiplock")
+                && caller.is_some_and(|caller| caller_user(caller) != "root@pam")
+            {
+                return Err(ApiError::parameter(
+                    "skiplock",
+                    "Only root may use this option.",
+                ));
+            }
             let prepared = shared
                 .cluster()
                 .prepare_power(node, vmid, action, parameters);

@@ -361,6 +361,14 @@ async fn power_state_errors() {
             "{action}"
         );
     }
+    let skiplock = harness
+        .call("POST", &path("start"), &[("skiplock", "1")])
+        .await;
+    assert_eq!(skiplock.status, 400);
+    assert_eq!(
+        skiplock.body["errors"]["skiplock"],
+        "Only root may use this option."
+    );
     harness.power_ok(102, "start").await;
     let twice = harness.call("POST", &path("start"), &[]).await;
     assert_eq!(
