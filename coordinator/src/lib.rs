@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod clock;
 pub mod config;
 pub mod metrics;
+pub mod proxmox;
 pub mod server;
 pub mod store;
 
