@@ -280,7 +280,9 @@ fn is_tls_failure(error: &reqwest::Error) -> bool {
         }
         source = cause.source();
     }
-    false
+    // The TLS error may be boxed in a way that hides its type; its text still names it.
+    let text = describe(error);
+    text.contains("invalid peer certificate") || text.contains("certificate verify failed")
 }
 
 impl Client {
