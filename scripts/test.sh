@@ -49,8 +49,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 log "cargo test"
 if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
+  # Doc tests first, so the run closes with nextest's summary of every test.
   cargo test --workspace --doc --quiet
+  cargo nextest run --workspace --no-fail-fast
 else
   cargo test --workspace --no-fail-fast
 fi
