@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod proxmox;
 pub mod server;
 pub mod store;
+pub mod tasks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub struct App {
     pub store: Store,
     pub routes: api::RouteTable,
     pub metrics: Metrics,
+    /// Long work: tasks, their executors and their events.
+    pub tasks: tasks::TaskSystem,
     /// True once every listener is up; `/readyz` reports it.
     pub ready: AtomicBool,
     /// Login throttling per user and address.
@@ -45,11 +48,16 @@ impl App {
         api::users::routes(&mut routes);
         let unknown_user_hash = auth::hash_password(&auth::random_token(16))
             .map_err(|error| ServeError::Startup(error.message))?;
+        api::tasks::routes(&mut routes);
+        let metrics = Metrics::new();
+        let tasks = tasks::TaskSystem::new(store.clone(), metrics.tasks.clone())
+            .map_err(|error| ServeError::Startup(format!("cannot open the task system: {error}")))?;
         Ok(Arc::new(App {
             config,
             store,
             routes,
-            metrics: Metrics::new(),
+            metrics,
+            tasks,
             ready: AtomicBool::new(false),
             login_limiter: auth::LoginLimiter::default(),
             unknown_user_hash,
@@ -58,11 +66,14 @@ impl App {
 
     /// Starts the background parts (QUIC listener, task driver); returns the QUIC address.
     pub async fn start_background(self: &Arc<Self>) -> Result<Option<SocketAddr>, ServeError> {
+        self.tasks.start();
         Ok(None)
     }
 
     /// Stops the background parts.
-    pub async fn shutdown(&self) {}
+    pub async fn shutdown(&self) {
+        self.tasks.shutdown().await;
+    }
 }
 
 /// Installs the aws-lc-rs crypto provider for rustls once per process.

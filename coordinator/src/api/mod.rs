@@ -14,6 +14,7 @@ pub mod operations;
 pub mod request;
 pub mod router;
 pub mod users;
+pub mod tasks;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

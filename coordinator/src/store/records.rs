@@ -117,3 +117,32 @@ pub struct AuditRecord {
     pub path: String,
     pub status: u16,
 }
+
+/// What lists need of a task, kept in the task index tables (`TaskOrder`, `TaskOwnerIndex`,
+/// `TaskInstanceIndex`) so a page reads only the records it shows. Rewritten on every state
+/// change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskSummary {
+    pub id: String,
+    pub owner: String,
+    #[serde(default)]
+    pub instance: Option<u32>,
+    pub kind: String,
+    pub state: crate::tasks::TaskState,
+}
+
+/// One log line of a task (table `TaskLogs`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskLogLine {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: time::OffsetDateTime,
+    pub line: String,
+}
+
+/// The first task a user's `Idempotency-Key` named (table `TaskIdempotency`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IdempotencyRecord {
+    pub task: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+}

@@ -19,6 +19,23 @@ pub enum Table {
     Instances,
     /// Key: 20 zero-padded digits of a sequence number. Value: `AuditRecord`. Append-only.
     Audit,
+    /// Key: task id. Value: `tasks::Task` (the whole record, with its input).
+    Tasks,
+    /// Key: 20 zero-padded digits of `u64::MAX - sequence`, so newest tasks come first.
+    /// Value: `TaskSummary`. One entry per task; lists page through it.
+    TaskOrder,
+    /// Key: `<owner user id>/<inverted sequence as in TaskOrder>`. Value: `TaskSummary`.
+    TaskOwnerIndex,
+    /// Key: `<VMID, 10 zero-padded digits>/<inverted sequence>`. Value: `TaskSummary`.
+    TaskInstanceIndex,
+    /// Key: id of a task not yet ended. Value: its kind. Read at start to resume or end them.
+    TaskActive,
+    /// Key: `<task id>/<line number, 6 zero-padded digits>`. Value: `TaskLogLine`.
+    TaskLogs,
+    /// Key: `<owner user id>/<Idempotency-Key>`. Value: `IdempotencyRecord` (valid 24 h).
+    TaskIdempotency,
+    /// Key: `owner/<user id>`, `instance/<VMID>` or `state/<state>`. Value: a count of tasks.
+    TaskCounts,
 }
 
 impl Table {
@@ -32,6 +49,14 @@ impl Table {
         Table::ApiKeys,
         Table::Instances,
         Table::Audit,
+        Table::Tasks,
+        Table::TaskOrder,
+        Table::TaskOwnerIndex,
+        Table::TaskInstanceIndex,
+        Table::TaskActive,
+        Table::TaskLogs,
+        Table::TaskIdempotency,
+        Table::TaskCounts,
     ];
 
     /// The redb table name, versioned.
@@ -45,6 +70,14 @@ impl Table {
             Table::ApiKeys => "api_keys_v1",
             Table::Instances => "instances_v1",
             Table::Audit => "audit_v1",
+            Table::Tasks => "tasks_v1",
+            Table::TaskOrder => "task_order_v1",
+            Table::TaskOwnerIndex => "task_owner_index_v1",
+            Table::TaskInstanceIndex => "task_instance_index_v1",
+            Table::TaskActive => "task_active_v1",
+            Table::TaskLogs => "task_logs_v1",
+            Table::TaskIdempotency => "task_idempotency_v1",
+            Table::TaskCounts => "task_counts_v1",
         }
     }
 }

@@ -1,0 +1,358 @@
+//! Tasks in the store: every change of a task and its indexes is one write transaction, so the
+//! record, the list indexes, the counts and the set of unfinished tasks never disagree.
+
+use time::OffsetDateTime;
+
+use super::TaskError;
+use super::machine::{self, Change, Refused, Task, TaskState};
+use crate::store::records::{IdempotencyRecord, TaskLogLine, TaskSummary};
+use crate::store::{Read, Store, Table, Write};
+
+/// How long an `Idempotency-Key` names its first task.
+pub const IDEMPOTENCY_WINDOW: time::Duration = time::Duration::hours(24);
+/// Log lines kept per task; later lines are dropped after one line saying so.
+pub const MAX_LOG_LINES: u32 = 1000;
+/// Longest log line kept, in bytes; longer lines are cut.
+pub const MAX_LOG_LINE_BYTES: usize = 4096;
+
+/// Which tasks a list shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskFilter {
+    /// Only this user's tasks (customers see only their own).
+    pub owner: Option<String>,
+    /// Only tasks of these instances (an instance-scoped credential).
+    pub scope: Option<Vec<u32>>,
+    pub instance: Option<u32>,
+    pub state: Option<TaskState>,
+    pub kind: Option<String>,
+}
+
+impl TaskFilter {
+    fn accepts(&self, summary: &TaskSummary) -> bool {
+        self.owner
+            .as_ref()
+            .is_none_or(|owner| *owner == summary.owner)
+            && self.scope.as_ref().is_none_or(|scope| {
+                summary
+                    .instance
+                    .is_some_and(|instance| scope.contains(&instance))
+            })
+            && self
+                .instance
+                .is_none_or(|instance| summary.instance == Some(instance))
+            && self.state.is_none_or(|state| summary.state == state)
+            && self.kind.as_ref().is_none_or(|kind| *kind == summary.kind)
+    }
+}
+
+/// One page of a list and how many tasks match in all.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskPage {
+    pub tasks: Vec<Task>,
+    pub total: u64,
+}
+
+fn order_key(sequence: u64) -> String {
+    format!("{:020}", u64::MAX - sequence)
+}
+
+fn owner_key(owner: &str, sequence: u64) -> String {
+    format!("{owner}/{}", order_key(sequence))
+}
+
+fn instance_prefix(instance: u32) -> String {
+    format!("{instance:010}/")
+}
+
+fn log_key(id: &str, line: u32) -> String {
+    format!("{id}/{line:06}")
+}
+
+fn idempotency_key(owner: &str, key: &str) -> String {
+    format!("{owner}/{key}")
+}
+
+fn summary(task: &Task) -> TaskSummary {
+    TaskSummary {
+        id: task.id.clone(),
+        owner: task.owner.clone(),
+        instance: task.instance,
+        kind: task.kind.clone(),
+        state: task.state,
+    }
+}
+
+fn add_count(write: &mut Write<'_>, key: &str, delta: i64) -> Result<(), TaskError> {
+    let current: u64 = write.get(Table::TaskCounts, key)?.unwrap_or(0);
+    let next = current.saturating_add_signed(delta);
+    if next == 0 {
+        write.delete(Table::TaskCounts, key)?;
+    } else {
+        write.put(Table::TaskCounts, key, &next)?;
+    }
+    Ok(())
+}
+
+fn put_indexes(write: &mut Write<'_>, task: &Task) -> Result<(), TaskError> {
+    let summary = summary(task);
+    write.put(Table::TaskOrder, &order_key(task.sequence), &summary)?;
+    write.put(
+        Table::TaskOwnerIndex,
+        &owner_key(&task.owner, task.sequence),
+        &summary,
+    )?;
+    if let Some(instance) = task.instance {
+        let key = format!("{}{}", instance_prefix(instance), order_key(task.sequence));
+        write.put(Table::TaskInstanceIndex, &key, &summary)?;
+    }
+    Ok(())
+}
+
+/// The highest sequence number used so far (0 when there are no tasks).
+pub fn last_sequence(store: &Store) -> Result<u64, TaskError> {
+    let first: Vec<(String, TaskSummary)> =
+        store.read(|read| read.range(Table::TaskOrder, "", Some(1)))?;
+    Ok(first
+        .first()
+        .and_then(|(key, _)| key.parse::<u64>().ok())
+        .map(|inverted| u64::MAX - inverted)
+        .unwrap_or(0))
+}
+
+/// How many tasks are in each state.
+pub fn state_counts(store: &Store) -> Result<Vec<(TaskState, u64)>, TaskError> {
+    store.read(|read| {
+        TaskState::ALL
+            .into_iter()
+            .map(|state| {
+                let count: u64 = read
+                    .get(Table::TaskCounts, &format!("state/{state}"))?
+                    .unwrap_or(0);
+                Ok((state, count))
+            })
+            .collect()
+    })
+}
+
+/// The ids of every task not yet ended.
+pub fn active_ids(store: &Store) -> Result<Vec<String>, TaskError> {
+    let active: Vec<(String, String)> = store.list(Table::TaskActive)?;
+    Ok(active.into_iter().map(|(id, _kind)| id).collect())
+}
+
+/// Stores a new task, or, when the owner already used its idempotency key within the window,
+/// returns that first task and `true`.
+pub fn create(store: &Store, task: &Task, now: OffsetDateTime) -> Result<(Task, bool), TaskError> {
+    store.write(|write| {
+        if let Some(key) = &task.idempotency_key {
+            let index = idempotency_key(&task.owner, key);
+            let earlier: Option<IdempotencyRecord> = write.get(Table::TaskIdempotency, &index)?;
+            if let Some(earlier) = earlier
+                && now - earlier.created_at < IDEMPOTENCY_WINDOW
+                && let Some(first) = write.get::<Task>(Table::Tasks, &earlier.task)?
+            {
+                if first.kind != task.kind || first.instance != task.instance {
+                    return Err(TaskError::IdempotencyConflict {
+                        kind: first.kind,
+                        instance: first.instance,
+                    });
+                }
+                return Ok((first, true));
+            }
+            write.put(
+                Table::TaskIdempotency,
+                &index,
+                &IdempotencyRecord {
+                    task: task.id.clone(),
+                    created_at: now,
+                },
+            )?;
+        }
+        write.put(Table::Tasks, &task.id, task)?;
+        put_indexes(write, task)?;
+        write.put(Table::TaskActive, &task.id, &task.kind)?;
+        add_count(write, &format!("owner/{}", task.owner), 1)?;
+        if let Some(instance) = task.instance {
+            add_count(write, &format!("instance/{instance}"), 1)?;
+        }
+        add_count(write, &format!("state/{}", task.state), 1)?;
+        Ok((task.clone(), false))
+    })
+}
+
+/// Applies one change and stores it with its indexes; returns the task before and after.
+pub fn change(
+    store: &Store,
+    id: &str,
+    change: Change,
+    now: OffsetDateTime,
+) -> Result<(Task, Task), TaskError> {
+    store.write(|write| {
+        let before: Task = write
+            .get(Table::Tasks, id)?
+            .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
+        let after = machine::apply(&before, change, now).map_err(|refused| match refused {
+            Refused::Ended(state) => TaskError::Ended {
+                id: id.to_string(),
+                state,
+            },
+            other => TaskError::Refused(other),
+        })?;
+        write.put(Table::Tasks, id, &after)?;
+        if after.state != before.state {
+            put_indexes(write, &after)?;
+            add_count(write, &format!("state/{}", before.state), -1)?;
+            add_count(write, &format!("state/{}", after.state), 1)?;
+            if after.state.is_ended() {
+                write.delete(Table::TaskActive, id)?;
+            }
+        }
+        Ok((before, after))
+    })
+}
+
+/// Appends a log line; `None` when the task's log is full and the line was dropped.
+pub fn append_log(
+    store: &Store,
+    id: &str,
+    line: &str,
+    now: OffsetDateTime,
+) -> Result<Option<TaskLogLine>, TaskError> {
+    store.write(|write| {
+        let mut task: Task = write
+            .get(Table::Tasks, id)?
+            .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
+        if task.log_lines > MAX_LOG_LINES {
+            return Ok(None);
+        }
+        let text = if task.log_lines == MAX_LOG_LINES {
+            "further log lines were dropped".to_string()
+        } else {
+            cut(line, MAX_LOG_LINE_BYTES).to_string()
+        };
+        let entry = TaskLogLine { at: now, line: text };
+        write.put(Table::TaskLogs, &log_key(id, task.log_lines), &entry)?;
+        task.log_lines += 1;
+        write.put(Table::Tasks, id, &task)?;
+        Ok(Some(entry))
+    })
+}
+
+fn cut(text: &str, limit: usize) -> &str {
+    if text.len() <= limit {
+        return text;
+    }
+    let mut end = limit;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Every log line of a task, oldest first.
+pub fn logs(store: &Store, id: &str) -> Result<Vec<TaskLogLine>, TaskError> {
+    let lines: Vec<(String, TaskLogLine)> =
+        store.read(|read| read.range(Table::TaskLogs, &format!("{id}/"), None))?;
+    Ok(lines.into_iter().map(|(_, line)| line).collect())
+}
+
+/// One task.
+pub fn get(store: &Store, id: &str) -> Result<Option<Task>, TaskError> {
+    Ok(store.get(Table::Tasks, id)?)
+}
+
+fn stored_count(read: &Read, key: &str) -> Result<u64, TaskError> {
+    Ok(read.get(Table::TaskCounts, key)?.unwrap_or(0))
+}
+
+/// A page of tasks, newest first. Reads only the index entries up to the page's end and the
+/// records on the page, unless a filter the chosen index does not cover makes it count matches.
+pub fn list(
+    store: &Store,
+    filter: &TaskFilter,
+    limit: usize,
+    offset: usize,
+) -> Result<TaskPage, TaskError> {
+    store.read(|read| {
+        // The narrowest index that covers part of the filter, and whether it covers all of it.
+        let (table, prefix, covered_total) = match (filter.instance, &filter.owner) {
+            (Some(instance), _) => {
+                let covered = filter.owner.is_none() && filter.scope.is_none();
+                (
+                    Table::TaskInstanceIndex,
+                    instance_prefix(instance),
+                    covered
+                        .then(|| stored_count(read, &format!("instance/{instance}")))
+                        .transpose()?,
+                )
+            }
+            (None, Some(owner)) => (
+                Table::TaskOwnerIndex,
+                format!("{owner}/"),
+                filter
+                    .scope
+                    .is_none()
+                    .then(|| stored_count(read, &format!("owner/{owner}")))
+                    .transpose()?,
+            ),
+            (None, None) => (
+                Table::TaskOrder,
+                String::new(),
+                filter
+                    .scope
+                    .is_none()
+                    .then(|| read.count(Table::TaskOrder))
+                    .transpose()?,
+            ),
+        };
+        let (ids, total) = match covered_total.filter(|_| filter.state.is_none() && filter.kind.is_none()) {
+            Some(total) => {
+                let entries: Vec<(String, TaskSummary)> =
+                    read.range(table, &prefix, Some(offset.saturating_add(limit)))?;
+                let ids = entries
+                    .into_iter()
+                    .skip(offset)
+                    .map(|(_, summary)| summary.id)
+                    .collect::<Vec<_>>();
+                (ids, total)
+            }
+            None => {
+                let entries: Vec<(String, TaskSummary)> = read.range(table, &prefix, None)?;
+                let mut total = 0u64;
+                let mut ids = Vec::new();
+                for (_, summary) in entries {
+                    if !filter.accepts(&summary) {
+                        continue;
+                    }
+                    if total >= offset as u64 && ids.len() < limit {
+                        ids.push(summary.id);
+                    }
+                    total += 1;
+                }
+                (ids, total)
+            }
+        };
+        let mut tasks = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(task) = read.get::<Task>(Table::Tasks, &id)? {
+                tasks.push(task);
+            }
+        }
+        Ok(TaskPage { tasks, total })
+    })
+}
+
+/// Forgets idempotency keys older than the window; returns how many.
+pub fn sweep_idempotency(store: &Store, now: OffsetDateTime) -> Result<usize, TaskError> {
+    store.write(|write| {
+        let all: Vec<(String, IdempotencyRecord)> = write.list(Table::TaskIdempotency)?;
+        let mut removed = 0;
+        for (key, record) in all {
+            if now - record.created_at >= IDEMPOTENCY_WINDOW {
+                write.delete(Table::TaskIdempotency, &key)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    })
+}
