@@ -50,8 +50,10 @@ impl App {
             .map_err(|error| ServeError::Startup(error.message))?;
         api::tasks::routes(&mut routes);
         let metrics = Metrics::new();
-        let tasks = tasks::TaskSystem::new(store.clone(), metrics.tasks.clone())
-            .map_err(|error| ServeError::Startup(format!("cannot open the task system: {error}")))?;
+        let tasks =
+            tasks::TaskSystem::new(store.clone(), metrics.tasks.clone()).map_err(|error| {
+                ServeError::Startup(format!("cannot open the task system: {error}"))
+            })?;
         Ok(Arc::new(App {
             config,
             store,

@@ -13,8 +13,8 @@ pub mod openapi;
 pub mod operations;
 pub mod request;
 pub mod router;
-pub mod users;
 pub mod tasks;
+pub mod users;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

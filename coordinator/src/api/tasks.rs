@@ -11,6 +11,7 @@ use http::{HeaderValue, Method, StatusCode};
 use serde_json::{Value, json};
 use warp::Reply as _;
 
+use super::list::Page;
 use super::{Access, ApiError, ApiRequest, ApiResult, RouteTable, json_response, ok};
 use crate::App;
 use crate::auth::Principal;
@@ -18,9 +19,6 @@ use crate::tasks::{NewTask, Task, TaskError, TaskEvent, TaskFilter, TaskState};
 
 /// The longest `?wait=` a caller may ask for, in seconds.
 pub const MAX_WAIT_SECONDS: f64 = 60.0;
-/// Default and largest page size of lists.
-pub const DEFAULT_LIMIT: usize = 50;
-pub const MAX_LIMIT: usize = 1000;
 /// How often an idle event stream sends a comment so proxies keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -67,12 +65,16 @@ impl From<TaskError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "task_ended", error.to_string())
             }
             TaskError::Refused(_) => ApiError::conflict(error.to_string()),
-            TaskError::IdempotencyConflict { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", error.to_string())
-            }
-            TaskError::BadIdempotencyKey => {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad_idempotency_key", error.to_string())
-            }
+            TaskError::IdempotencyConflict { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_conflict",
+                error.to_string(),
+            ),
+            TaskError::BadIdempotencyKey => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_idempotency_key",
+                error.to_string(),
+            ),
             TaskError::Stopping => ApiError::unavailable("stopping", error.to_string()),
             TaskError::BadKind | TaskError::Store(_) => ApiError::internal(error),
         }
@@ -86,7 +88,9 @@ pub fn wait_parameter(request: &ApiRequest) -> Result<Option<Duration>, ApiError
         return Ok(None);
     };
     let seconds: f64 = text.trim().parse().map_err(|_| {
-        ApiError::bad_request(format!("parameter wait must be a number of seconds, got {text:?}"))
+        ApiError::bad_request(format!(
+            "parameter wait must be a number of seconds, got {text:?}"
+        ))
     })?;
     if !seconds.is_finite() || !(0.0..=MAX_WAIT_SECONDS).contains(&seconds) {
         return Err(ApiError::invalid_field(
@@ -161,24 +165,9 @@ fn visible_task(app: &App, request: &ApiRequest) -> Result<Task, ApiError> {
     }
 }
 
-/// The `limit` and `offset` of a list request.
-pub fn page_parameters(request: &ApiRequest) -> Result<(usize, usize), ApiError> {
-    let limit = request
-        .number_field::<usize>("limit")?
-        .unwrap_or(DEFAULT_LIMIT);
-    if limit > MAX_LIMIT {
-        return Err(ApiError::invalid_field(
-            "limit",
-            format!("must be at most {MAX_LIMIT}"),
-        ));
-    }
-    let offset = request.number_field::<usize>("offset")?.unwrap_or(0);
-    Ok((limit, offset))
-}
-
 async fn list_tasks(app: Arc<App>, request: ApiRequest) -> ApiResult {
     let principal = request.principal()?;
-    let (limit, offset) = page_parameters(&request)?;
+    let page = Page::from_request(&request)?;
     let state = match request.field("state")? {
         None => None,
         Some(text) => Some(TaskState::parse(&text).ok_or_else(|| {
@@ -198,9 +187,9 @@ async fn list_tasks(app: Arc<App>, request: ApiRequest) -> ApiResult {
         state,
         kind: request.field("kind")?.filter(|kind| !kind.is_empty()),
     };
-    let page = app.tasks.list(&filter, limit, offset)?;
-    let data: Vec<Value> = page.tasks.iter().map(Task::to_json).collect();
-    ok(&json!({ "data": data, "total": page.total, "limit": limit, "offset": offset }))
+    let found = app.tasks.list(&filter, page.limit, page.offset)?;
+    let data: Vec<Value> = found.tasks.iter().map(Task::to_json).collect();
+    ok(&page.body(&data, found.total as usize))
 }
 
 async fn get_task(app: Arc<App>, request: ApiRequest) -> ApiResult {
@@ -224,9 +213,10 @@ fn sse_frame(event: &str, data: &Value) -> Bytes {
 fn event_frame(event: &TaskEvent) -> Bytes {
     match event {
         TaskEvent::State(task) => sse_frame("state", &task.to_json()),
-        TaskEvent::Progress(progress) => {
-            sse_frame("progress", &serde_json::to_value(progress).unwrap_or_default())
-        }
+        TaskEvent::Progress(progress) => sse_frame(
+            "progress",
+            &serde_json::to_value(progress).unwrap_or_default(),
+        ),
         TaskEvent::Log(line) => sse_frame("log", &serde_json::to_value(line).unwrap_or_default()),
     }
 }

@@ -29,10 +29,7 @@ pub enum TaskError {
     #[error("{0}")]
     Refused(Refused),
     #[error("this Idempotency-Key was first used for another request")]
-    IdempotencyConflict {
-        kind: String,
-        instance: Option<u32>,
-    },
+    IdempotencyConflict { kind: String, instance: Option<u32> },
     #[error("the Idempotency-Key must be 1 to 255 visible ASCII characters")]
     BadIdempotencyKey,
     #[error("the task kind must be 1 to 64 characters of a-z, 0-9, '.', '_' or '-'")]

@@ -230,7 +230,10 @@ pub fn append_log(
         } else {
             cut(line, MAX_LOG_LINE_BYTES).to_string()
         };
-        let entry = TaskLogLine { at: now, line: text };
+        let entry = TaskLogLine {
+            at: now,
+            line: text,
+        };
         write.put(Table::TaskLogs, &log_key(id, task.log_lines), &entry)?;
         task.log_lines += 1;
         write.put(Table::Tasks, id, &task)?;
@@ -305,33 +308,34 @@ pub fn list(
                     .transpose()?,
             ),
         };
-        let (ids, total) = match covered_total.filter(|_| filter.state.is_none() && filter.kind.is_none()) {
-            Some(total) => {
-                let entries: Vec<(String, TaskSummary)> =
-                    read.range(table, &prefix, Some(offset.saturating_add(limit)))?;
-                let ids = entries
-                    .into_iter()
-                    .skip(offset)
-                    .map(|(_, summary)| summary.id)
-                    .collect::<Vec<_>>();
-                (ids, total)
-            }
-            None => {
-                let entries: Vec<(String, TaskSummary)> = read.range(table, &prefix, None)?;
-                let mut total = 0u64;
-                let mut ids = Vec::new();
-                for (_, summary) in entries {
-                    if !filter.accepts(&summary) {
-                        continue;
-                    }
-                    if total >= offset as u64 && ids.len() < limit {
-                        ids.push(summary.id);
-                    }
-                    total += 1;
+        let (ids, total) =
+            match covered_total.filter(|_| filter.state.is_none() && filter.kind.is_none()) {
+                Some(total) => {
+                    let entries: Vec<(String, TaskSummary)> =
+                        read.range(table, &prefix, Some(offset.saturating_add(limit)))?;
+                    let ids = entries
+                        .into_iter()
+                        .skip(offset)
+                        .map(|(_, summary)| summary.id)
+                        .collect::<Vec<_>>();
+                    (ids, total)
                 }
-                (ids, total)
-            }
-        };
+                None => {
+                    let entries: Vec<(String, TaskSummary)> = read.range(table, &prefix, None)?;
+                    let mut total = 0u64;
+                    let mut ids = Vec::new();
+                    for (_, summary) in entries {
+                        if !filter.accepts(&summary) {
+                            continue;
+                        }
+                        if total >= offset as u64 && ids.len() < limit {
+                            ids.push(summary.id);
+                        }
+                        total += 1;
+                    }
+                    (ids, total)
+                }
+            };
         let mut tasks = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(task) = read.get::<Task>(Table::Tasks, &id)? {

@@ -186,7 +186,7 @@ pub fn resumable<E: Executor>(executor: E) -> Resumable<E> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskEvent {
     /// The task changed state (carries the whole task).
-    State(Task),
+    State(Box<Task>),
     Progress(Progress),
     Log(TaskLogLine),
 }
@@ -301,15 +301,15 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The current time, to the millisecond.
 pub fn now() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
+    let now = crate::clock::now();
     now.replace_millisecond(now.millisecond()).unwrap_or(now)
 }
 
 fn valid_kind(kind: &str) -> bool {
     (1..=64).contains(&kind.len())
-        && kind
-            .bytes()
-            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"._-".contains(&byte))
+        && kind.bytes().all(|byte| {
+            byte.is_ascii_lowercase() || byte.is_ascii_digit() || b"._-".contains(&byte)
+        })
 }
 
 /// Checks an `Idempotency-Key`: 1 to 255 visible ASCII characters.
@@ -372,7 +372,7 @@ impl Inner {
         if before.state != after.state {
             self.state_gauge(before.state).dec();
             self.state_gauge(after.state).inc();
-            self.publish(id, TaskEvent::State(after.clone()));
+            self.publish(id, TaskEvent::State(Box::new(after.clone())));
         } else if is_progress && let Some(progress) = &after.progress {
             self.publish(id, TaskEvent::Progress(progress.clone()));
         }
@@ -595,7 +595,7 @@ impl TaskWatch {
         let event = match self.receiver.recv().await {
             Ok(event) => event,
             Err(broadcast::error::RecvError::Lagged(_)) => match self.reread() {
-                Some(task) => TaskEvent::State(task),
+                Some(task) => TaskEvent::State(Box::new(task)),
                 None => {
                     self.done = true;
                     return None;
@@ -604,14 +604,14 @@ impl TaskWatch {
             Err(broadcast::error::RecvError::Closed) => {
                 self.done = true;
                 return match self.reread() {
-                    Some(task) if task != self.task => Some(TaskEvent::State(task)),
+                    Some(task) if task != self.task => Some(TaskEvent::State(Box::new(task))),
                     _ => None,
                 };
             }
         };
         match &event {
             TaskEvent::State(task) => {
-                self.task = task.clone();
+                self.task = (**task).clone();
                 self.done = task.state.is_ended();
             }
             TaskEvent::Progress(progress) => self.task.progress = Some(progress.clone()),
