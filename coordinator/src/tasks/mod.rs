@@ -10,7 +10,7 @@ pub mod machine;
 pub mod persist;
 pub mod system;
 
-pub use machine::{Progress, Refused, Task, TaskErrorBody, TaskState, TaskView};
+pub use machine::{Creation, Progress, Refused, Task, TaskErrorBody, TaskState, TaskView};
 pub use persist::{TaskFilter, TaskPage};
 pub use system::{
     Executor, NewTask, Phase, RestartPolicy, TaskContext, TaskEvent, TaskFailure, TaskSystem,

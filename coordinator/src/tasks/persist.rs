@@ -168,16 +168,26 @@ pub fn create(store: &Store, task: &Task, now: OffsetDateTime) -> Result<(Task, 
                 },
             )?;
         }
-        write.put(Table::Tasks, &task.id, task)?;
-        put_indexes(write, task)?;
-        write.put(Table::TaskActive, &task.id, &task.kind)?;
-        add_count(write, &format!("owner/{}", task.owner), 1)?;
-        if let Some(instance) = task.instance {
-            add_count(write, &format!("instance/{instance}"), 1)?;
-        }
-        add_count(write, &format!("state/{}", task.state), 1)?;
+        insert(write, task)?;
         Ok((task.clone(), false))
     })
+}
+
+/// Writes a task that is not stored yet, with its indexes and counts, inside a caller's
+/// transaction (imports and tests fill many at once this way). The task's `sequence` must be
+/// unique; a task system opened afterwards continues after the highest one.
+pub fn insert(write: &mut Write<'_>, task: &Task) -> Result<(), TaskError> {
+    write.put(Table::Tasks, &task.id, task)?;
+    put_indexes(write, task)?;
+    if !task.state.is_ended() {
+        write.put(Table::TaskActive, &task.id, &task.kind)?;
+    }
+    add_count(write, &format!("owner/{}", task.owner), 1)?;
+    if let Some(instance) = task.instance {
+        add_count(write, &format!("instance/{instance}"), 1)?;
+    }
+    add_count(write, &format!("state/{}", task.state), 1)?;
+    Ok(())
 }
 
 /// Applies one change and stores it with its indexes; returns the task before and after.
