@@ -34,8 +34,10 @@ fn main() -> anyhow::Result<()> {
                     now,
                 );
                 let task = apply(&task, Change::Start, now).expect("queued tasks start");
-                let task = apply(&task, Change::Succeed(json!({"seeded": true})), now).expect("running tasks succeed");
-                persist::insert(write, &task).map_err(|error| StoreError::Database(error.to_string()))?;
+                let task = apply(&task, Change::Succeed(json!({"seeded": true})), now)
+                    .expect("running tasks succeed");
+                persist::insert(write, &task)
+                    .map_err(|error| StoreError::Database(error.to_string()))?;
             }
             Ok::<_, StoreError>(())
         })?;

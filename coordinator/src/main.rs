@@ -169,8 +169,18 @@ fn user_command(data_dir: &std::path::Path, command: UserCommand) -> anyhow::Res
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    // One line per failure, whatever RUST_BACKTRACE says: the operator needs the key and value.
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hostplane-coordinator: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::User(command) => {
             let file = FileConfig::load(cli.config.as_deref())?;
