@@ -28,6 +28,8 @@ pub enum Table {
     TaskOwnerIndex,
     /// Key: `<VMID, 10 zero-padded digits>/<inverted sequence>`. Value: `TaskSummary`.
     TaskInstanceIndex,
+    /// Key: `<state>/<inverted sequence>`. Value: `TaskSummary`. Moves on every state change.
+    TaskStateIndex,
     /// Key: id of a task not yet ended. Value: its kind. Read at start to resume or end them.
     TaskActive,
     /// Key: `<task id>/<line number, 6 zero-padded digits>`. Value: `TaskLogLine`.
@@ -53,6 +55,7 @@ impl Table {
         Table::TaskOrder,
         Table::TaskOwnerIndex,
         Table::TaskInstanceIndex,
+        Table::TaskStateIndex,
         Table::TaskActive,
         Table::TaskLogs,
         Table::TaskIdempotency,
@@ -74,6 +77,7 @@ impl Table {
             Table::TaskOrder => "task_order_v1",
             Table::TaskOwnerIndex => "task_owner_index_v1",
             Table::TaskInstanceIndex => "task_instance_index_v1",
+            Table::TaskStateIndex => "task_state_index_v1",
             Table::TaskActive => "task_active_v1",
             Table::TaskLogs => "task_logs_v1",
             Table::TaskIdempotency => "task_idempotency_v1",

@@ -105,7 +105,41 @@ fn put_indexes(write: &mut Write<'_>, task: &Task) -> Result<(), TaskError> {
         let key = format!("{}{}", instance_prefix(instance), order_key(task.sequence));
         write.put(Table::TaskInstanceIndex, &key, &summary)?;
     }
+    write.put(
+        Table::TaskStateIndex,
+        &state_key(task.state, task.sequence),
+        &summary,
+    )?;
     Ok(())
+}
+
+fn state_key(state: TaskState, sequence: u64) -> String {
+    format!("{state}/{}", order_key(sequence))
+}
+
+/// Rebuilds the state index when it does not hold one entry per task (a store written before
+/// the index existed); returns whether it did.
+pub fn repair_state_index(store: &Store) -> Result<bool, TaskError> {
+    let (tasks, indexed) = store.read(|read| {
+        Ok::<_, TaskError>((
+            read.count(Table::TaskOrder)?,
+            read.count(Table::TaskStateIndex)?,
+        ))
+    })?;
+    if tasks == indexed {
+        return Ok(false);
+    }
+    store.write(|write| {
+        for (key, _) in write.list::<TaskSummary>(Table::TaskStateIndex)? {
+            write.delete(Table::TaskStateIndex, &key)?;
+        }
+        for (key, summary) in write.list::<TaskSummary>(Table::TaskOrder)? {
+            let key = format!("{}/{key}", summary.state);
+            write.put(Table::TaskStateIndex, &key, &summary)?;
+        }
+        Ok::<_, TaskError>(())
+    })?;
+    Ok(true)
 }
 
 /// The highest sequence number used so far (0 when there are no tasks).
@@ -210,6 +244,10 @@ pub fn change(
         })?;
         write.put(Table::Tasks, id, &after)?;
         if after.state != before.state {
+            write.delete(
+                Table::TaskStateIndex,
+                &state_key(before.state, before.sequence),
+            )?;
             put_indexes(write, &after)?;
             add_count(write, &format!("state/{}", before.state), -1)?;
             add_count(write, &format!("state/{}", after.state), 1)?;
@@ -278,74 +316,97 @@ fn stored_count(read: &Read, key: &str) -> Result<u64, TaskError> {
     Ok(read.get(Table::TaskCounts, key)?.unwrap_or(0))
 }
 
-/// A page of tasks, newest first. Reads only the index entries up to the page's end and the
-/// records on the page, unless a filter the chosen index does not cover makes it count matches.
+/// A page of tasks, newest first. Pages through the index with the fewest entries among those
+/// the filter names (all tasks, one owner's, one instance's, one state's); when that index
+/// covers the whole filter, only the entries up to the page's end and the records on the page
+/// are read, otherwise the index's entries are checked against the rest of the filter.
 pub fn list(
     store: &Store,
     filter: &TaskFilter,
     limit: usize,
     offset: usize,
 ) -> Result<TaskPage, TaskError> {
+    #[derive(PartialEq)]
+    enum Covers {
+        Nothing,
+        Owner,
+        Instance,
+        State,
+    }
     store.read(|read| {
-        // The narrowest index that covers part of the filter, and whether it covers all of it.
-        let (table, prefix, covered_total) = match (filter.instance, &filter.owner) {
-            (Some(instance), _) => {
-                let covered = filter.owner.is_none() && filter.scope.is_none();
-                (
-                    Table::TaskInstanceIndex,
-                    instance_prefix(instance),
-                    covered
-                        .then(|| stored_count(read, &format!("instance/{instance}")))
-                        .transpose()?,
-                )
-            }
-            (None, Some(owner)) => (
+        let mut candidates = vec![(
+            Table::TaskOrder,
+            String::new(),
+            read.count(Table::TaskOrder)?,
+            Covers::Nothing,
+        )];
+        if let Some(owner) = &filter.owner {
+            candidates.push((
                 Table::TaskOwnerIndex,
                 format!("{owner}/"),
-                filter
-                    .scope
-                    .is_none()
-                    .then(|| stored_count(read, &format!("owner/{owner}")))
-                    .transpose()?,
-            ),
-            (None, None) => (
-                Table::TaskOrder,
-                String::new(),
-                filter
-                    .scope
-                    .is_none()
-                    .then(|| read.count(Table::TaskOrder))
-                    .transpose()?,
-            ),
+                stored_count(read, &format!("owner/{owner}"))?,
+                Covers::Owner,
+            ));
+        }
+        if let Some(instance) = filter.instance {
+            candidates.push((
+                Table::TaskInstanceIndex,
+                instance_prefix(instance),
+                stored_count(read, &format!("instance/{instance}"))?,
+                Covers::Instance,
+            ));
+        }
+        if let Some(state) = filter.state {
+            candidates.push((
+                Table::TaskStateIndex,
+                format!("{state}/"),
+                stored_count(read, &format!("state/{state}"))?,
+                Covers::State,
+            ));
+        }
+        let Some((table, prefix, count, covers)) =
+            candidates.into_iter().min_by_key(|(_, _, count, _)| *count)
+        else {
+            return Ok(TaskPage {
+                tasks: Vec::new(),
+                total: 0,
+            });
         };
-        let (ids, total) =
-            match covered_total.filter(|_| filter.state.is_none() && filter.kind.is_none()) {
-                Some(total) => {
-                    let entries: Vec<(String, TaskSummary)> =
-                        read.range(table, &prefix, Some(offset.saturating_add(limit)))?;
-                    let ids = entries
-                        .into_iter()
-                        .skip(offset)
-                        .map(|(_, summary)| summary.id)
-                        .collect::<Vec<_>>();
-                    (ids, total)
+        let named = [
+            filter.owner.is_some(),
+            filter.instance.is_some(),
+            filter.state.is_some(),
+            filter.kind.is_some(),
+            filter.scope.is_some(),
+        ]
+        .into_iter()
+        .filter(|named| *named)
+        .count();
+        let covered = named == 0 || (named == 1 && covers != Covers::Nothing);
+        let (ids, total) = if covered {
+            let entries: Vec<(String, TaskSummary)> =
+                read.range(table, &prefix, Some(offset.saturating_add(limit)))?;
+            let ids = entries
+                .into_iter()
+                .skip(offset)
+                .map(|(_, summary)| summary.id)
+                .collect::<Vec<_>>();
+            (ids, count)
+        } else {
+            let entries: Vec<(String, TaskSummary)> = read.range(table, &prefix, None)?;
+            let mut total = 0u64;
+            let mut ids = Vec::new();
+            for (_, summary) in entries {
+                if !filter.accepts(&summary) {
+                    continue;
                 }
-                None => {
-                    let entries: Vec<(String, TaskSummary)> = read.range(table, &prefix, None)?;
-                    let mut total = 0u64;
-                    let mut ids = Vec::new();
-                    for (_, summary) in entries {
-                        if !filter.accepts(&summary) {
-                            continue;
-                        }
-                        if total >= offset as u64 && ids.len() < limit {
-                            ids.push(summary.id);
-                        }
-                        total += 1;
-                    }
-                    (ids, total)
+                if total >= offset as u64 && ids.len() < limit {
+                    ids.push(summary.id);
                 }
-            };
+                total += 1;
+            }
+            (ids, total)
+        };
         let mut tasks = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(task) = read.get::<Task>(Table::Tasks, &id)? {
@@ -369,4 +430,101 @@ pub fn sweep_idempotency(store: &Store, now: OffsetDateTime) -> Result<usize, Ta
         }
         Ok(removed)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tasks::machine::Creation;
+    use time::macros::datetime;
+
+    fn stored(index: u64, state: TaskState) -> Task {
+        let mut task = Task::new(
+            Creation {
+                id: format!("t{index}"),
+                kind: "k".into(),
+                instance: None,
+                owner: "o".into(),
+                input: serde_json::Value::Null,
+                deadline: None,
+                idempotency_key: None,
+                sequence: index,
+            },
+            datetime!(2025-01-01 00:00:00 UTC),
+        );
+        task.state = state;
+        task
+    }
+
+    #[test]
+    fn a_missing_state_index_is_rebuilt_and_lists_by_state_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let states = [TaskState::Queued, TaskState::Failed, TaskState::Succeeded];
+        store
+            .write(|write| {
+                for index in 1..=9 {
+                    insert(write, &stored(index, states[index as usize % 3]))?;
+                }
+                Ok::<_, TaskError>(())
+            })
+            .unwrap();
+        assert!(!repair_state_index(&store).unwrap());
+        // As if written before the index existed.
+        store
+            .write(|write| {
+                for (key, _) in write.list::<TaskSummary>(Table::TaskStateIndex)? {
+                    write.delete(Table::TaskStateIndex, &key)?;
+                }
+                Ok::<_, TaskError>(())
+            })
+            .unwrap();
+        assert!(repair_state_index(&store).unwrap());
+        let failed = TaskFilter {
+            state: Some(TaskState::Failed),
+            ..TaskFilter::default()
+        };
+        let page = list(&store, &failed, 2, 0).unwrap();
+        assert_eq!(page.total, 3);
+        let ids: Vec<&str> = page.tasks.iter().map(|task| task.id.as_str()).collect();
+        assert_eq!(ids, ["t7", "t4"]);
+        assert_eq!(last_sequence(&store).unwrap(), 9);
+        let active = active_ids(&store).unwrap();
+        assert_eq!(active, ["t3", "t6", "t9"]);
+    }
+
+    #[test]
+    fn a_state_change_moves_the_task_between_state_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .write(|write| insert(write, &stored(1, TaskState::Queued)))
+            .unwrap();
+        let now = datetime!(2025-01-01 00:01:00 UTC);
+        change(&store, "t1", Change::Start, now).unwrap();
+        let count = |state| {
+            let filter = TaskFilter {
+                state: Some(state),
+                ..TaskFilter::default()
+            };
+            list(&store, &filter, 10, 0).unwrap().tasks.len()
+        };
+        assert_eq!(
+            (count(TaskState::Queued), count(TaskState::Running)),
+            (0, 1)
+        );
+        change(&store, "t1", Change::Cancel, now).unwrap();
+        assert_eq!(
+            (count(TaskState::Running), count(TaskState::Cancelled)),
+            (0, 1)
+        );
+        assert!(active_ids(&store).unwrap().is_empty());
+        assert_eq!(
+            state_counts(&store).unwrap(),
+            TaskState::ALL
+                .into_iter()
+                .map(|state| (state, u64::from(state == TaskState::Cancelled)))
+                .collect::<Vec<_>>()
+        );
+    }
 }

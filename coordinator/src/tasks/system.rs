@@ -643,6 +643,9 @@ impl TaskSystem {
     /// Opens the task system over the store and sets the tasks-by-state gauges from it. Nothing
     /// runs until [`TaskSystem::start`].
     pub fn new(store: Store, gauge: Family<StateLabel, Gauge>) -> Result<TaskSystem, TaskError> {
+        if persist::repair_state_index(&store)? {
+            tracing::info!("rebuilt the index of tasks by state");
+        }
         let sequence = persist::last_sequence(&store)?;
         let inner = Inner {
             store,
