@@ -37,6 +37,8 @@ pub struct App {
     pub login_limiter: auth::LoginLimiter,
     /// A password hash checked when a login names an unknown user, so timing does not tell.
     pub unknown_user_hash: String,
+    /// The registered Proxmox nodes and their clients.
+    pub proxmox: proxmox::registry::Registry,
 }
 
 impl App {
@@ -49,6 +51,9 @@ impl App {
         let unknown_user_hash = auth::hash_password(&auth::random_token(16))
             .map_err(|error| ServeError::Startup(error.message))?;
         api::tasks::routes(&mut routes);
+        api::instances::routes(&mut routes);
+        api::nodes::routes(&mut routes);
+        api::quota::routes(&mut routes);
         let metrics = Metrics::new();
         let tasks =
             tasks::TaskSystem::new(store.clone(), metrics.tasks.clone()).map_err(|error| {
@@ -63,11 +68,18 @@ impl App {
             ready: AtomicBool::new(false),
             login_limiter: auth::LoginLimiter::default(),
             unknown_user_hash,
+            proxmox: proxmox::registry::Registry::default(),
         }))
     }
 
     /// Starts the background parts (QUIC listener, task driver); returns the QUIC address.
     pub async fn start_background(self: &Arc<Self>) -> Result<Option<SocketAddr>, ServeError> {
+        proxmox::lifecycle::register(self);
+        if self.config.dev {
+            proxmox::dev::start(self)
+                .await
+                .map_err(ServeError::Startup)?;
+        }
         self.tasks.start();
         Ok(None)
     }
@@ -75,6 +87,7 @@ impl App {
     /// Stops the background parts.
     pub async fn shutdown(&self) {
         self.tasks.shutdown().await;
+        self.proxmox.shutdown().await;
     }
 }
 

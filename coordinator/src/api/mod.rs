@@ -8,9 +8,12 @@
 
 pub mod error;
 pub mod health;
+pub mod instances;
 pub mod list;
+pub mod nodes;
 pub mod openapi;
 pub mod operations;
+pub mod quota;
 pub mod request;
 pub mod router;
 pub mod tasks;

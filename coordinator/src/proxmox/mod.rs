@@ -2,8 +2,11 @@
 //! trust and LXC property strings.
 
 pub mod client;
+pub mod dev;
 pub mod error;
+pub mod lifecycle;
 pub mod property;
+pub mod registry;
 pub mod retry;
 pub mod tls;
 pub mod types;

@@ -144,7 +144,9 @@ pub struct TaskStatus {
     pub upid: String,
     #[serde(default)]
     pub node: String,
-    /// `running` or `stopped`.
+    /// `running` or `stopped` in a task status; in a task list, absent while the task runs
+    /// and the exit status once it ended.
+    #[serde(default)]
     pub status: String,
     #[serde(default)]
     pub exitstatus: Option<String>,

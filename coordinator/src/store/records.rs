@@ -146,3 +146,53 @@ pub struct IdempotencyRecord {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: time::OffsetDateTime,
 }
+
+/// A registered Proxmox node and how to reach its API (table `ProxmoxNodes`, key: the node
+/// name as Proxmox knows it). The token secret is needed in clear to call Proxmox; it is never
+/// answered by a route nor written to a log (`Debug` hides it).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProxmoxNodeRecord {
+    pub name: String,
+    /// Host name or IP address of the API.
+    pub address: String,
+    pub port: u16,
+    /// `https`, or `http` for a simulator behind no TLS.
+    #[serde(default = "https")]
+    pub scheme: String,
+    /// `USER@REALM!TOKENID`.
+    pub token_id: String,
+    pub token_secret: String,
+    /// SHA-256 fingerprint of the API certificate (`AA:BB:...`).
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// PEM of the CA that signed the API certificate.
+    #[serde(default)]
+    pub ca_pem: Option<String>,
+    /// Accept any certificate (explicit, logged).
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub created_at: String,
+}
+
+fn https() -> String {
+    "https".into()
+}
+
+impl std::fmt::Debug for ProxmoxNodeRecord {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ProxmoxNodeRecord")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("port", &self.port)
+            .field("scheme", &self.scheme)
+            .field("token_id", &self.token_id)
+            .field("token_secret", &"<redacted>")
+            .field("fingerprint", &self.fingerprint)
+            .field("insecure", &self.insecure)
+            .field("tags", &self.tags)
+            .finish()
+    }
+}

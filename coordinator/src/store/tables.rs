@@ -38,6 +38,8 @@ pub enum Table {
     TaskIdempotency,
     /// Key: `owner/<user id>`, `instance/<VMID>` or `state/<state>`. Value: a count of tasks.
     TaskCounts,
+    /// Key: Proxmox node name. Value: `ProxmoxNodeRecord` (endpoint and API token).
+    ProxmoxNodes,
 }
 
 impl Table {
@@ -60,6 +62,7 @@ impl Table {
         Table::TaskLogs,
         Table::TaskIdempotency,
         Table::TaskCounts,
+        Table::ProxmoxNodes,
     ];
 
     /// The redb table name, versioned.
@@ -82,6 +85,7 @@ impl Table {
             Table::TaskLogs => "task_logs_v1",
             Table::TaskIdempotency => "task_idempotency_v1",
             Table::TaskCounts => "task_counts_v1",
+            Table::ProxmoxNodes => "proxmox_nodes_v1",
         }
     }
 }

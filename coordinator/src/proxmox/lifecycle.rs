@@ -1,0 +1,745 @@
+//! The task executors of the instance lifecycle (create, power actions, changes, destroy) and of
+//! template downloads, and the VMID reservation they share with the routes.
+//!
+//! Invariant: an instance record exists (state `creating`) before Proxmox is asked to create
+//! the container, and after every outcome the record matches Proxmox: a create that certainly
+//! failed leaves neither a container nor a record, a finished one leaves both, and one whose
+//! outcome cannot be told leaves the record `failed` so that DELETE can settle it.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::client::{Client, CreateContainer, PowerAction, PowerOutcome};
+use super::error::{ErrorClass, ProxmoxError};
+use super::registry::RegistryError;
+use super::types::TaskStatus;
+use super::upid::Upid;
+use crate::App;
+use crate::store::records::InstanceRecord;
+use crate::store::{StoreError, Table};
+use crate::tasks::{Phase, TaskContext, TaskFailure, resumable};
+
+/// Task kinds.
+pub const CREATE: &str = "instance.create";
+pub const POWER: &str = "instance.power";
+pub const UPDATE: &str = "instance.update";
+pub const DESTROY: &str = "instance.delete";
+pub const DOWNLOAD: &str = "template.download";
+
+/// How long each kind of task may take before it expires.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Deadlines {
+    pub create: Duration,
+    pub power: Duration,
+    pub update: Duration,
+    pub destroy: Duration,
+    pub download: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            create: Duration::from_secs(15 * 60),
+            power: Duration::from_secs(5 * 60),
+            update: Duration::from_secs(5 * 60),
+            destroy: Duration::from_secs(10 * 60),
+            download: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// The input of an `instance.create` task (the root password is kept in memory only).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CreateInput {
+    pub vmid: u32,
+    pub node: String,
+    /// The VMID was chosen by the coordinator, so another may be taken when it is lost to a race.
+    pub auto_id: bool,
+    pub ostemplate: String,
+    pub hostname: String,
+    pub storage: String,
+    pub disk: u64,
+    pub memory: u64,
+    pub swap: u64,
+    pub cores: u32,
+    pub net0: Option<String>,
+    pub ostype: Option<String>,
+    pub ssh_public_keys: Option<String>,
+    pub unprivileged: bool,
+    pub start: bool,
+}
+
+/// The input of an `instance.update` task: only the fields to change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UpdateInput {
+    pub cpu: Option<u32>,
+    pub memory: Option<u64>,
+    pub swap: Option<u64>,
+    pub disk: Option<u64>,
+    pub hostname: Option<String>,
+}
+
+fn failure_of(error: &ProxmoxError) -> TaskFailure {
+    let code = match error.class() {
+        _ if error.is_timeout() => "upstream_timeout",
+        ErrorClass::Locked => "proxmox_locked",
+        ErrorClass::Unreachable => "node_unreachable",
+        _ => "proxmox_error",
+    };
+    TaskFailure::new(code, format!("Proxmox: {}", error.proxmox_message()))
+}
+
+fn registry_failure(error: RegistryError) -> TaskFailure {
+    match error {
+        RegistryError::UnknownNode(node) => {
+            TaskFailure::new("unknown_node", format!("node {node} is not registered"))
+        }
+        RegistryError::Store(error) => store_failure(error),
+        RegistryError::Proxmox(error) => failure_of(&error),
+    }
+}
+
+fn store_failure(error: StoreError) -> TaskFailure {
+    tracing::error!(%error, "store failure in a lifecycle task");
+    TaskFailure::new(
+        "internal",
+        "the coordinator's store failed; the cause is in its log",
+    )
+}
+
+fn app_of(app: &Weak<App>) -> Result<Arc<App>, TaskFailure> {
+    app.upgrade()
+        .ok_or_else(|| TaskFailure::new("stopping", "the coordinator is stopping"))
+}
+
+fn log(context: &TaskContext, line: impl AsRef<str>) {
+    if let Err(error) = context.log(line) {
+        tracing::debug!(%error, "cannot log to a task");
+    }
+}
+
+/// The instance record of `id`.
+pub fn instance(app: &App, id: u32) -> Result<Option<InstanceRecord>, StoreError> {
+    app.store.get(Table::Instances, &InstanceRecord::key(id))
+}
+
+/// Changes the record of `id` in one transaction; `None` when it does not exist.
+pub fn update_instance(
+    app: &App,
+    id: u32,
+    change: impl FnOnce(&mut InstanceRecord),
+) -> Result<Option<InstanceRecord>, StoreError> {
+    app.store.write(|write| {
+        let key = InstanceRecord::key(id);
+        let Some(mut record) = write.get::<InstanceRecord>(Table::Instances, &key)? else {
+            return Ok(None);
+        };
+        change(&mut record);
+        record.updated_at = crate::clock::now_rfc3339();
+        write.put(Table::Instances, &key, &record)?;
+        Ok(Some(record))
+    })
+}
+
+fn remove_instance(app: &App, id: u32) -> Result<(), StoreError> {
+    app.store
+        .delete(Table::Instances, &InstanceRecord::key(id))
+        .map(drop)
+}
+
+/// Writes `record` under its id unless that id is taken; true when written.
+pub fn insert_instance(app: &App, record: &InstanceRecord) -> Result<bool, StoreError> {
+    app.store.write(|write| {
+        let key = InstanceRecord::key(record.id);
+        if write
+            .get::<InstanceRecord>(Table::Instances, &key)?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        write.put(Table::Instances, &key, record)?;
+        Ok(true)
+    })
+}
+
+/// Why a VMID could not be reserved.
+#[derive(Debug, thiserror::Error)]
+pub enum ReserveError {
+    #[error("VMID {0} is already taken")]
+    Taken(u32),
+    #[error("no free VMID found after {0} tries")]
+    Exhausted(u32),
+    #[error(transparent)]
+    Proxmox(#[from] ProxmoxError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Reserves a VMID by writing `record` (state `creating`) under it. With `wanted`, exactly
+/// that id or [`ReserveError::Taken`]; without, Proxmox's next free id or the first free one
+/// after it. Proxmox's nextid reserves nothing, so the store's insert-if-absent is what keeps
+/// two concurrent creates apart; a container created outside the coordinator between this
+/// check and the create is handled by the create task (it takes the next id).
+pub async fn reserve_vmid(
+    app: &App,
+    client: &Client,
+    wanted: Option<u32>,
+    record: &mut InstanceRecord,
+) -> Result<u32, ReserveError> {
+    const TRIES: u32 = 32;
+    let mut candidate = match wanted {
+        Some(id) => id,
+        None => client.next_id(None).await?,
+    };
+    for _ in 0..TRIES {
+        let taken_here = instance(app, candidate)?.is_some();
+        let free_there = if taken_here {
+            false
+        } else {
+            match client.next_id(Some(candidate)).await {
+                Ok(_) => true,
+                Err(error) if error.class() == ErrorClass::AlreadyExists => false,
+                Err(error) => return Err(error.into()),
+            }
+        };
+        if free_there {
+            record.id = candidate;
+            if insert_instance(app, record)? {
+                return Ok(candidate);
+            }
+        }
+        if wanted.is_some() {
+            return Err(ReserveError::Taken(candidate));
+        }
+        candidate = candidate.saturating_add(1);
+    }
+    Err(ReserveError::Exhausted(TRIES))
+}
+
+/// How long a task may still wait for Proxmox: until shortly before its own deadline.
+fn remaining(context: &TaskContext) -> Duration {
+    match context.deadline {
+        Some(deadline) => {
+            let left = deadline - crate::clock::now();
+            let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+            left.mul_f64(0.9).max(Duration::from_millis(200))
+        }
+        None => Duration::from_secs(600),
+    }
+}
+
+/// Waits for a Proxmox task, ending early when the coordinator's task is cancelled or expires.
+async fn wait_for(
+    client: &Client,
+    upid: &Upid,
+    context: &TaskContext,
+) -> Result<TaskStatus, ProxmoxError> {
+    let deadline = remaining(context);
+    tokio::select! {
+        result = client.wait_task(upid, deadline) => result,
+        () = context.cancelled().cancelled() => Err(ProxmoxError::TaskDeadline {
+            upid: upid.to_string(),
+            after: deadline,
+        }),
+    }
+}
+
+/// Registers every executor of this module. Executors hold the application weakly.
+pub fn register(app: &Arc<App>) {
+    let weak = Arc::downgrade(app);
+    let create_app = weak.clone();
+    app.tasks.register(
+        CREATE,
+        resumable(move |context: TaskContext| {
+            let app = create_app.clone();
+            async move { create(app_of(&app)?, context).await }
+        }),
+    );
+    let power_app = weak.clone();
+    app.tasks.register(
+        POWER,
+        resumable(move |context: TaskContext| {
+            let app = power_app.clone();
+            async move { power(app_of(&app)?, context).await }
+        }),
+    );
+    let update_app = weak.clone();
+    app.tasks.register(
+        UPDATE,
+        resumable(move |context: TaskContext| {
+            let app = update_app.clone();
+            async move { update(app_of(&app)?, context).await }
+        }),
+    );
+    let destroy_app = weak.clone();
+    app.tasks.register(
+        DESTROY,
+        resumable(move |context: TaskContext| {
+            let app = destroy_app.clone();
+            async move { destroy(app_of(&app)?, context).await }
+        }),
+    );
+    let download_app = weak;
+    app.tasks.register(DOWNLOAD, move |context: TaskContext| {
+        let app = download_app.clone();
+        async move { download(app_of(&app)?, context).await }
+    });
+}
+
+fn input_of<T: serde::de::DeserializeOwned>(context: &TaskContext) -> Result<T, TaskFailure> {
+    serde_json::from_value(context.input.clone())
+        .map_err(|error| TaskFailure::new("bad_task_input", error.to_string()))
+}
+
+fn since_of(record: &InstanceRecord) -> i64 {
+    crate::clock::parse_rfc3339(&record.created_at).unwrap_or_else(crate::clock::unix_now)
+}
+
+async fn create(app: Arc<App>, context: TaskContext) -> Result<Value, TaskFailure> {
+    let input: CreateInput = input_of(&context)?;
+    let node = input.node.clone();
+    let mut vmid = input.vmid;
+    let Some(record) = instance(&app, vmid).map_err(store_failure)? else {
+        return Err(TaskFailure::new(
+            "instance_gone",
+            format!("the record of instance {vmid} no longer exists"),
+        ));
+    };
+    let client = app
+        .proxmox
+        .client(&app.store, &node)
+        .map_err(registry_failure)?;
+    let _ = context.set_state(Phase::Running);
+    let password = app.proxmox.take_password(vmid);
+    let since = since_of(&record);
+
+    // After a restart, a create that already reached Proxmox is found and waited for.
+    let mut upid = None;
+    if context.attempt > 1 {
+        if let Ok(Some(found)) = client.find_own_task(&node, vmid, "vzcreate", since).await {
+            log(&context, format!("resuming: waiting for {found}"));
+            upid = Some(found);
+        } else if let Ok(true) = client.container_exists(&node, vmid).await {
+            log(&context, "resuming: the container exists already");
+            return finish_create(&app, &client, &node, vmid, &input).await;
+        }
+    }
+    let upid = match upid {
+        Some(upid) => upid,
+        None => {
+            let mut rounds = 0;
+            loop {
+                rounds += 1;
+                let spec = CreateContainer {
+                    vmid,
+                    ostemplate: input.ostemplate.clone(),
+                    hostname: input.hostname.clone(),
+                    storage: input.storage.clone(),
+                    disk_gib: input.disk,
+                    memory: input.memory,
+                    swap: input.swap,
+                    cores: input.cores,
+                    net0: input.net0.clone(),
+                    password: password.clone(),
+                    ssh_public_keys: input.ssh_public_keys.clone(),
+                    ostype: input.ostype.clone(),
+                    unprivileged: input.unprivileged,
+                    start: input.start,
+                    tags: Some("hostplane".into()),
+                    description: None,
+                };
+                let result = client.create_container(&node, &spec).await;
+                if let Err(error) = &result
+                    && error.class() == ErrorClass::AlreadyExists
+                    && let Ok(Some(found)) =
+                        client.find_own_task(&node, vmid, "vzcreate", since).await
+                {
+                    // Our own earlier create (before a restart) holds the id: wait for it.
+                    log(
+                        &context,
+                        format!("the container is already being created by {found}"),
+                    );
+                    break found;
+                }
+                match result {
+                    Ok(upid) => break upid,
+                    Err(error)
+                        if error.class() == ErrorClass::AlreadyExists
+                            && input.auto_id
+                            && rounds < 5 =>
+                    {
+                        let next = move_reservation(&app, &client, vmid).await?;
+                        log(
+                            &context,
+                            format!("VMID {vmid} was taken outside the coordinator; using {next}"),
+                        );
+                        vmid = next;
+                    }
+                    Err(error) => {
+                        if error.outcome_unknown() {
+                            let _ = update_instance(&app, vmid, |record| {
+                                record.state = "failed".into()
+                            });
+                        } else {
+                            let _ = remove_instance(&app, vmid);
+                        }
+                        return Err(failure_of(&error));
+                    }
+                }
+            }
+        }
+    };
+    log(&context, format!("Proxmox task {upid}"));
+    let _ = context.progress(10, "creating the container");
+    match wait_for(&client, &upid, &context).await {
+        Ok(_) => finish_create(&app, &client, &node, vmid, &input).await,
+        Err(error) => {
+            log(&context, format!("the create failed: {error}"));
+            settle_failed_create(&app, &client, &node, vmid, &upid, &context).await;
+            Err(failure_of(&error))
+        }
+    }
+}
+
+/// Moves a reservation to the next free VMID (the old one was taken outside the coordinator).
+async fn move_reservation(app: &App, client: &Client, from: u32) -> Result<u32, TaskFailure> {
+    let Some(mut record) = instance(app, from).map_err(store_failure)? else {
+        return Err(TaskFailure::new(
+            "instance_gone",
+            format!("the record of instance {from} no longer exists"),
+        ));
+    };
+    record.state = "creating".into();
+    let next = match reserve_vmid(app, client, None, &mut record).await {
+        Ok(next) => next,
+        Err(ReserveError::Proxmox(error)) => return Err(failure_of(&error)),
+        Err(error) => return Err(TaskFailure::new("no_vmid", error.to_string())),
+    };
+    remove_instance(app, from).map_err(store_failure)?;
+    Ok(next)
+}
+
+async fn finish_create(
+    app: &App,
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    input: &CreateInput,
+) -> Result<Value, TaskFailure> {
+    let record = update_instance(app, vmid, |record| {
+        record.state = "ready".into();
+        record.node = node.to_string();
+    })
+    .map_err(store_failure)?;
+    let status = client
+        .container_status(node, vmid)
+        .await
+        .map(|status| status.status)
+        .unwrap_or_else(|_| "unknown".into());
+    Ok(json!({
+        "id": vmid,
+        "node": node,
+        "hostname": input.hostname,
+        "status": status,
+        "state": record.map(|record| record.state),
+    }))
+}
+
+/// After a create that failed, timed out or was cancelled: stop its task if it still runs,
+/// destroy whatever container it left, and drop the record once Proxmox has no container.
+async fn settle_failed_create(
+    app: &App,
+    client: &Client,
+    node: &str,
+    vmid: u32,
+    upid: &Upid,
+    context: &TaskContext,
+) {
+    let cleanup = Duration::from_secs(30);
+    if let Ok(status) = client.task_status(upid).await
+        && status.is_running()
+    {
+        log(context, "stopping the Proxmox task");
+        let _ = client.stop_task(upid).await;
+        let _ = client.wait_task(upid, cleanup).await;
+    }
+    let gone = match client.container_exists(node, vmid).await {
+        Ok(false) => true,
+        Ok(true) => match client.destroy_container(node, vmid).await {
+            Ok(None) => true,
+            Ok(Some(destroy)) => client.wait_task(&destroy, cleanup).await.is_ok(),
+            Err(error) => {
+                log(
+                    context,
+                    format!("cannot remove the partial container: {error}"),
+                );
+                false
+            }
+        },
+        Err(_) => false,
+    };
+    if gone {
+        let _ = remove_instance(app, vmid);
+    } else {
+        let _ = update_instance(app, vmid, |record| record.state = "failed".into());
+    }
+}
+
+/// The input of an `instance.power` task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PowerInput {
+    /// `start`, `stop`, `shutdown`, `reboot`, `suspend` or `unsuspend`.
+    pub action: String,
+    /// Unix time of the request, to find this task's Proxmox task after a restart.
+    pub requested_at: i64,
+}
+
+/// The Proxmox action of an API action name.
+pub fn power_action(name: &str) -> Option<PowerAction> {
+    Some(match name {
+        "start" => PowerAction::Start,
+        "stop" => PowerAction::Stop,
+        "shutdown" => PowerAction::Shutdown,
+        "reboot" => PowerAction::Reboot,
+        "suspend" => PowerAction::Suspend,
+        "unsuspend" | "resume" => PowerAction::Resume,
+        _ => return None,
+    })
+}
+
+fn record_for_task(app: &App, context: &TaskContext) -> Result<InstanceRecord, TaskFailure> {
+    let id = context
+        .instance
+        .ok_or_else(|| TaskFailure::new("bad_task_input", "the task names no instance"))?;
+    instance(app, id)
+        .map_err(store_failure)?
+        .ok_or_else(|| TaskFailure::new("instance_gone", format!("instance {id} no longer exists")))
+}
+
+async fn power(app: Arc<App>, context: TaskContext) -> Result<Value, TaskFailure> {
+    let input: PowerInput = input_of(&context)?;
+    let action = power_action(&input.action).ok_or_else(|| {
+        TaskFailure::new("bad_task_input", format!("unknown action {}", input.action))
+    })?;
+    let record = record_for_task(&app, &context)?;
+    let client = app
+        .proxmox
+        .client(&app.store, &record.node)
+        .map_err(registry_failure)?;
+    let _ = context.set_state(Phase::Running);
+    let mut outcome = None;
+    if context.attempt > 1
+        && let Ok(Some(found)) = client
+            .find_own_task(
+                &record.node,
+                record.id,
+                action.task_type(),
+                input.requested_at,
+            )
+            .await
+    {
+        outcome = Some(PowerOutcome::Task(found));
+    }
+    let outcome = match outcome {
+        Some(outcome) => outcome,
+        None => client
+            .power(&record.node, record.id, action)
+            .await
+            .map_err(|error| failure_of(&error))?,
+    };
+    if let PowerOutcome::Task(upid) = &outcome {
+        log(&context, format!("Proxmox task {upid}"));
+        wait_for(&client, upid, &context)
+            .await
+            .map_err(|error| failure_of(&error))?;
+    }
+    match action {
+        PowerAction::Suspend => {
+            update_instance(&app, record.id, |record| record.suspended = true)
+                .map_err(store_failure)?;
+        }
+        PowerAction::Resume => {
+            update_instance(&app, record.id, |record| record.suspended = false)
+                .map_err(store_failure)?;
+        }
+        _ => {}
+    }
+    let status = client
+        .container_status(&record.node, record.id)
+        .await
+        .map(|status| status.status)
+        .unwrap_or_else(|_| "unknown".into());
+    Ok(json!({
+        "id": record.id,
+        "action": input.action,
+        "status": status,
+        "already_done": outcome == PowerOutcome::AlreadyDone,
+    }))
+}
+
+async fn update(app: Arc<App>, context: TaskContext) -> Result<Value, TaskFailure> {
+    let input: UpdateInput = input_of(&context)?;
+    let record = record_for_task(&app, &context)?;
+    let client = app
+        .proxmox
+        .client(&app.store, &record.node)
+        .map_err(registry_failure)?;
+    let _ = context.set_state(Phase::Running);
+    let mut changes: Vec<(&str, String)> = Vec::new();
+    if let Some(cpu) = input.cpu {
+        changes.push(("cores", cpu.to_string()));
+    }
+    if let Some(memory) = input.memory {
+        changes.push(("memory", memory.to_string()));
+    }
+    if let Some(swap) = input.swap {
+        changes.push(("swap", swap.to_string()));
+    }
+    if let Some(hostname) = &input.hostname {
+        changes.push(("hostname", hostname.clone()));
+    }
+    if !changes.is_empty() {
+        client
+            .update_config(&record.node, record.id, &changes, &[])
+            .await
+            .map_err(|error| failure_of(&error))?;
+        log(&context, "configuration changed");
+    }
+    if let Some(disk) = input.disk {
+        let current = client
+            .container_config(&record.node, record.id)
+            .await
+            .ok()
+            .and_then(|config| {
+                config
+                    .get("rootfs")
+                    .and_then(Value::as_str)
+                    .and_then(super::property::rootfs_size_gib)
+            });
+        if current.is_none_or(|current| disk > current) {
+            if let Some(upid) = client
+                .resize_disk(&record.node, record.id, "rootfs", disk)
+                .await
+                .map_err(|error| failure_of(&error))?
+            {
+                log(&context, format!("Proxmox task {upid}"));
+                wait_for(&client, &upid, &context)
+                    .await
+                    .map_err(|error| failure_of(&error))?;
+            }
+            log(&context, format!("root disk grown to {disk} GiB"));
+        }
+    }
+    let record = update_instance(&app, record.id, |record| {
+        if let Some(cpu) = input.cpu {
+            record.cpu = cpu;
+        }
+        if let Some(memory) = input.memory {
+            record.memory = memory;
+        }
+        if let Some(swap) = input.swap {
+            record.swap = swap;
+        }
+        if let Some(disk) = input.disk {
+            record.disk = record.disk.max(disk);
+        }
+        if let Some(hostname) = &input.hostname {
+            record.hostname = hostname.clone();
+        }
+    })
+    .map_err(store_failure)?;
+    Ok(json!({ "instance": record }))
+}
+
+/// Called once an instance is destroyed, to revoke its agent's credentials. The agent channel
+/// plugs in here; until it exists there is nothing to revoke.
+pub fn revoke_agent_hook(app: &App, id: u32) {
+    let _ = app;
+    tracing::debug!(instance = id, "no agent channel to revoke credentials in");
+}
+
+async fn destroy(app: Arc<App>, context: TaskContext) -> Result<Value, TaskFailure> {
+    let record = record_for_task(&app, &context)?;
+    let client = app
+        .proxmox
+        .client(&app.store, &record.node)
+        .map_err(registry_failure)?;
+    let _ = context.set_state(Phase::Running);
+    let restore = |app: &App| {
+        let _ = update_instance(app, record.id, |record| record.state = "ready".into());
+    };
+    match client.container_status(&record.node, record.id).await {
+        Ok(status) if status.is_running() => {
+            log(&context, "stopping the container");
+            let outcome = client
+                .power(&record.node, record.id, PowerAction::Stop)
+                .await;
+            let waited = match outcome {
+                Ok(PowerOutcome::Task(upid)) => wait_for(&client, &upid, &context).await.map(drop),
+                Ok(PowerOutcome::AlreadyDone) => Ok(()),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = waited {
+                restore(&app);
+                return Err(failure_of(&error));
+            }
+        }
+        Ok(_) => {}
+        Err(error) if error.class() == ErrorClass::NotFound => {}
+        Err(error) => {
+            restore(&app);
+            return Err(failure_of(&error));
+        }
+    }
+    match client.destroy_container(&record.node, record.id).await {
+        Ok(Some(upid)) => {
+            log(&context, format!("Proxmox task {upid}"));
+            if let Err(error) = wait_for(&client, &upid, &context).await {
+                restore(&app);
+                return Err(failure_of(&error));
+            }
+        }
+        Ok(None) => log(&context, "the container did not exist in Proxmox"),
+        Err(error) => {
+            restore(&app);
+            return Err(failure_of(&error));
+        }
+    }
+    revoke_agent_hook(&app, record.id);
+    remove_instance(&app, record.id).map_err(store_failure)?;
+    Ok(json!({ "id": record.id, "destroyed": true }))
+}
+
+/// The input of a `template.download` task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DownloadInput {
+    pub node: String,
+    pub storage: String,
+    pub template: String,
+}
+
+async fn download(app: Arc<App>, context: TaskContext) -> Result<Value, TaskFailure> {
+    let input: DownloadInput = input_of(&context)?;
+    let client = app
+        .proxmox
+        .client(&app.store, &input.node)
+        .map_err(registry_failure)?;
+    let _ = context.set_state(Phase::Running);
+    let upid = client
+        .download_appliance(&input.node, &input.storage, &input.template)
+        .await
+        .map_err(|error| failure_of(&error))?;
+    log(&context, format!("Proxmox task {upid}"));
+    wait_for(&client, &upid, &context)
+        .await
+        .map_err(|error| failure_of(&error))?;
+    Ok(json!({
+        "node": input.node,
+        "storage": input.storage,
+        "template": input.template,
+        "volid": format!("{}:vztmpl/{}", input.storage, input.template),
+    }))
+}
