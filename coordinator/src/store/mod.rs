@@ -125,6 +125,25 @@ impl Store {
         Ok(result)
     }
 
+    /// Like [`Store::write`], but the commit is not flushed to disk by itself: it becomes
+    /// durable with the next ordinary write. For records whose loss in a crash is harmless
+    /// (progress, log lines), so streaming them costs no fsync per line.
+    pub fn write_buffered<R, E: From<StoreError>>(
+        &self,
+        work: impl FnOnce(&mut Write<'_>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let mut transaction = self.database.begin_write().map_err(StoreError::from)?;
+        transaction
+            .set_durability(redb::Durability::None)
+            .map_err(|error| StoreError::Database(error.to_string()))?;
+        let mut write = Write {
+            transaction: &transaction,
+        };
+        let result = work(&mut write)?;
+        transaction.commit().map_err(StoreError::from)?;
+        Ok(result)
+    }
+
     /// Runs `work` against one consistent snapshot.
     pub fn read<R, E: From<StoreError>>(
         &self,

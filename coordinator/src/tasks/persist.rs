@@ -231,7 +231,9 @@ pub fn change(
     change: Change,
     now: OffsetDateTime,
 ) -> Result<(Task, Task), TaskError> {
-    store.write(|write| {
+    // Progress is not worth an fsync: it becomes durable with the next state change.
+    let buffered = matches!(change, Change::Progress(_));
+    let work = |write: &mut Write<'_>| {
         let before: Task = write
             .get(Table::Tasks, id)?
             .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
@@ -256,7 +258,12 @@ pub fn change(
             }
         }
         Ok((before, after))
-    })
+    };
+    if buffered {
+        store.write_buffered(work)
+    } else {
+        store.write(work)
+    }
 }
 
 /// Appends a log line; `None` when the task's log is full and the line was dropped.
@@ -266,7 +273,8 @@ pub fn append_log(
     line: &str,
     now: OffsetDateTime,
 ) -> Result<Option<TaskLogLine>, TaskError> {
-    store.write(|write| {
+    // Log lines ride on the next durable commit; a crash may lose the last few, never a state.
+    store.write_buffered(|write| {
         let mut task: Task = write
             .get(Table::Tasks, id)?
             .ok_or_else(|| TaskError::NotFound(id.to_string()))?;
