@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*"; }
 
 # Debian packages the tests use: real nginx, MariaDB, PostgreSQL, an ACME server, LXC, tools.
-packages=(nginx-light mariadb-server mariadb-client postgresql postgresql-client pebble
+packages=(nginx-light mariadb-server mariadb-client postgresql postgresql-client pebble lxc-templates rsync apt-cacher-ng
           openssl curl ca-certificates lxc debootstrap iproute2 dpkg-dev)
 missing=()
 for package in "${packages[@]}"; do

@@ -1,1 +1,5 @@
-//! Helpers shared by the end-to-end tests: starting binaries on port 0 and cleaning up after them.
+//! Helpers shared by the end-to-end tests: running programs with time limits, and real LXC
+//! containers on a private bridge (see [`lxc`]).
+
+pub mod command;
+pub mod lxc;
