@@ -3,6 +3,10 @@
 
 use std::path::PathBuf;
 
+pub mod cache;
+pub mod certs;
+pub mod vhosts;
+
 /// The default state directory (certificate, key, CA, finished-task store).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/hostplane-agent";
 
