@@ -626,12 +626,7 @@ impl<S: WebServer> WebOps<S> {
 
     /// The last lines of a log file (bounded), for reports.
     fn log_tail(&self, path: &Path) -> String {
-        const LIMIT: usize = 4096;
-        let text = std::fs::read(path).unwrap_or_default();
-        let start = text.len().saturating_sub(LIMIT);
-        let tail = String::from_utf8_lossy(&text[start..]).into_owned();
-        let lines: Vec<&str> = tail.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        server::read_tail(path)
     }
 
     /// Removes old generations, keeping the newest few and the live one.

@@ -121,18 +121,76 @@ impl WebServer for Nginx {
     }
 
     async fn reload(&self) -> Result<(), ServerFailure> {
-        if self.running_pid().is_none() {
+        let Some(master) = self.running_pid() else {
             return self.start().await;
+        };
+        let old_workers = accepting_workers(master);
+        let arguments = vec![
+            "-c".into(),
+            self.main_config.clone().into(),
+            "-s".into(),
+            "reload".into(),
+        ];
+        self.run("reload", arguments).await?;
+        // The signal is sent at once, but the old workers keep accepting connections until the
+        // master has started new ones and told the old ones to stop. Wait for that, so that every
+        // later connection reaches the new configuration.
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < self.deadline.min(Duration::from_secs(10)) {
+            let still = accepting_workers(master);
+            if old_workers.iter().all(|pid| !still.contains(pid)) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.run(
-            "reload",
-            vec![
-                "-c".into(),
-                self.main_config.clone().into(),
-                "-s".into(),
-                "reload".into(),
-            ],
-        )
-        .await
+        Err(ServerFailure {
+            message: "nginx kept its old worker processes: the new configuration was not loaded"
+                .into(),
+            output: read_tail(&self.startup_log),
+        })
     }
+}
+
+/// The worker processes of an nginx master that still accept connections (not shutting down).
+fn accepting_workers(master: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut workers = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may hold spaces; the parent pid follows the state.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|field| field.parse::<u32>().ok());
+        if parent != Some(master) {
+            continue;
+        }
+        let title = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let title = String::from_utf8_lossy(&title);
+        if title.contains("worker process") && !title.contains("shutting down") {
+            workers.push(pid);
+        }
+    }
+    workers
+}
+
+/// The last lines of a log file (bounded).
+pub fn read_tail(path: &Path) -> String {
+    const LIMIT: usize = 4096;
+    let text = std::fs::read(path).unwrap_or_default();
+    let start = text.len().saturating_sub(LIMIT);
+    let tail = String::from_utf8_lossy(&text[start..]).into_owned();
+    let lines: Vec<&str> = tail.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }

@@ -1,0 +1,304 @@
+//! Vhosts on a real, private nginx: served by Host header, hostile input refused, failed changes
+//! rolled back with every other vhost still answering, versions remembered.
+
+mod vhosts_support;
+
+use agent::vhosts::spec::PhpSpec;
+use agent::vhosts::{ApplyStage, WebError};
+use sha2::{Digest, Sha256};
+use vhosts_support::{Site, free_port, proxy_spec, static_spec};
+
+#[tokio::test]
+async fn vhosts_are_served_by_host_and_versioned() {
+    let Some(site) = Site::start().await else {
+        return;
+    };
+    site.document_root("a", "site a\n");
+    site.document_root("b", "site b\n");
+    let first = site
+        .ops
+        .put_vhost("a", static_spec(&["a.example"], "a"))
+        .await
+        .unwrap();
+    site.ops
+        .put_vhost("b", static_spec(&["b.example", "www.b.example"], "b"))
+        .await
+        .unwrap();
+
+    assert_eq!(site.body("a.example").await, "site a\n");
+    assert_eq!(site.body("b.example").await, "site b\n");
+    assert_eq!(site.body("www.b.example").await, "site b\n");
+    // An unknown host reaches the default server, which closes the connection without an answer.
+    assert!(site.get("c.example", "/").await.is_err());
+
+    assert_eq!(first.version, 1);
+    let live = std::fs::read(site.layout().live_link().join("a.conf")).unwrap();
+    assert_eq!(first.hash, hex::encode(Sha256::digest(&live)));
+
+    let mut changed = static_spec(&["a.example"], "a");
+    changed.limits.max_body_bytes = Some(4096);
+    let second = site.ops.put_vhost("a", changed).await.unwrap();
+    assert_eq!(second.version, 2);
+    assert_ne!(second.hash, first.hash);
+    assert_eq!(
+        second
+            .history
+            .iter()
+            .map(|entry| entry.version)
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(site.ops.get_vhost("a").unwrap(), second);
+    assert_eq!(
+        site.ops.get_vhost("b").unwrap().version,
+        1,
+        "another vhost's version is untouched"
+    );
+    assert_eq!(site.ops.list_vhosts().unwrap().len(), 2);
+
+    let restored = site.ops.restore_version("a", 1).await.unwrap();
+    assert_eq!(
+        (restored.version, restored.hash.as_str()),
+        (3, first.hash.as_str())
+    );
+    assert!(matches!(
+        site.ops.get_vhost("nope"),
+        Err(WebError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn hostile_input_is_refused_per_field_and_changes_nothing() {
+    let Some(site) = Site::start().await else {
+        return;
+    };
+    let before = site.ops.live_state().unwrap();
+    let cases: Vec<(&str, agent::vhosts::spec::VhostSpec, &str)> = vec![
+        ("a", static_spec(&["a.example;"], "a"), "server_names[0]"),
+        ("a", static_spec(&["a.example\n}"], "a"), "server_names[0]"),
+        ("a", static_spec(&["{a.example"], "a"), "server_names[0]"),
+        ("a", static_spec(&[".."], "a"), "server_names[0]"),
+        ("a", static_spec(&["a.example"], "../../etc"), "root"),
+        (
+            "a",
+            proxy_spec(&["a.example"], "http://x;return 200 owned"),
+            "proxy_pass",
+        ),
+        ("../a", static_spec(&["a.example"], "a"), "vhost"),
+        ("A;", static_spec(&["a.example"], "a"), "vhost"),
+    ];
+    for (id, spec, field) in cases {
+        match site.ops.put_vhost(id, spec.clone()).await {
+            Err(WebError::Invalid(error)) => assert!(error.has(field), "{spec:?}: {error}"),
+            other => panic!("{spec:?} was not refused: {other:?}"),
+        }
+    }
+    assert_eq!(
+        site.ops.live_state().unwrap(),
+        before,
+        "refused input changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn failed_changes_are_rolled_back_and_other_vhosts_keep_answering() {
+    let Some(site) = Site::start().await else {
+        return;
+    };
+    site.document_root("a", "site a\n");
+    site.document_root("b", "site b\n");
+    site.ops
+        .put_vhost("a", static_spec(&["a.example"], "a"))
+        .await
+        .unwrap();
+    site.ops
+        .put_vhost("b", static_spec(&["b.example"], "b"))
+        .await
+        .unwrap();
+    let closed_port = free_port();
+
+    enum Change {
+        Extra(&'static str),
+        Spec(agent::vhosts::spec::VhostSpec),
+    }
+    let cases = vec![
+        (
+            "extra block nginx refuses",
+            Change::Extra("no_such_directive on;"),
+            ApplyStage::ConfigTest,
+            "no_such_directive",
+        ),
+        (
+            "php socket that does not exist",
+            Change::Spec(agent::vhosts::spec::VhostSpec {
+                php: Some(PhpSpec {
+                    socket: "/nonexistent/php-fpm.sock".into(),
+                }),
+                ..static_spec(&["a.example"], "a-php")
+            }),
+            ApplyStage::Check,
+            "php-fpm.sock",
+        ),
+        (
+            "upstream nobody listens on",
+            Change::Spec(proxy_spec(
+                &["a.example"],
+                &format!("http://127.0.0.1:{closed_port}"),
+            )),
+            ApplyStage::Check,
+            "Connection refused",
+        ),
+        (
+            "extra block that repeats a location",
+            Change::Extra("location / { return 200 'shadowed'; }"),
+            ApplyStage::ConfigTest,
+            "duplicate location",
+        ),
+    ];
+    let php_root = site.layout().web_root.join("a-php");
+    std::fs::create_dir_all(&php_root).unwrap();
+    std::fs::write(php_root.join("index.php"), "<?php echo 'never run';").unwrap();
+    for (name, change, stage, output) in cases {
+        let before = site.ops.get_vhost("a").unwrap();
+        let result = match change {
+            Change::Extra(extra) => site.ops.set_extra("a", Some(extra.to_string())).await,
+            Change::Spec(spec) => site.ops.put_vhost("a", spec).await,
+        };
+        let failure = match result {
+            Err(WebError::Apply(failure)) => failure,
+            other => panic!("{name}: expected a failed change, got {other:?}"),
+        };
+        assert_eq!(failure.stage, stage, "{name}: {failure:?}");
+        assert!(failure.restored, "{name}: {failure:?}");
+        assert!(
+            failure.output.contains(output),
+            "{name}: output lacks {output:?}: {failure:?}"
+        );
+        assert_eq!(
+            site.ops.get_vhost("a").unwrap(),
+            before,
+            "{name}: state restored"
+        );
+        assert_eq!(
+            site.body("a.example").await,
+            "site a\n",
+            "{name}: the vhost serves its previous version"
+        );
+        assert_eq!(
+            site.body("b.example").await,
+            "site b\n",
+            "{name}: another vhost still answers"
+        );
+    }
+}
+
+#[tokio::test]
+async fn administrators_block_survives_customer_changes() {
+    let Some(site) = Site::start().await else {
+        return;
+    };
+    site.document_root("a", "site a\n");
+    site.ops
+        .put_vhost("a", static_spec(&["a.example"], "a"))
+        .await
+        .unwrap();
+    let view = site
+        .ops
+        .set_extra("a", Some("add_header X-Admin kept always;".into()))
+        .await
+        .unwrap();
+    assert!(view.has_extra);
+    let answer = site.get("a.example", "/").await.unwrap();
+    assert_eq!(answer.header("x-admin"), Some("kept"));
+
+    let mut changed = static_spec(&["a.example", "a2.example"], "a");
+    changed.logs.access = false;
+    site.ops.put_vhost("a", changed).await.unwrap();
+    let answer = site.get("a2.example", "/").await.unwrap();
+    assert_eq!(
+        (answer.status, answer.header("x-admin")),
+        (200, Some("kept"))
+    );
+    assert_eq!(
+        site.ops.get_extra("a").unwrap().as_deref(),
+        Some("add_header X-Admin kept always;")
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_vhost_leaves_the_others() {
+    let Some(site) = Site::start().await else {
+        return;
+    };
+    site.document_root("a", "site a\n");
+    site.document_root("b", "site b\n");
+    site.ops
+        .put_vhost("a", static_spec(&["a.example"], "a"))
+        .await
+        .unwrap();
+    site.ops
+        .put_vhost("b", static_spec(&["b.example"], "b"))
+        .await
+        .unwrap();
+    site.ops.delete_vhost("a").await.unwrap();
+    assert!(
+        site.get("a.example", "/").await.is_err(),
+        "a deleted vhost no longer answers"
+    );
+    assert_eq!(site.body("b.example").await, "site b\n");
+    assert!(matches!(
+        site.ops.delete_vhost("a").await,
+        Err(WebError::NotFound(_))
+    ));
+    assert!(!site.layout().live_link().join("a.conf").exists());
+}
+
+#[tokio::test]
+async fn redirects_follow_the_spec() {
+    let Some(site) = Site::start().await else {
+        return;
+    };
+    site.document_root("a", "site a\n");
+    let mut spec = static_spec(&["a.example", "www.a.example"], "a");
+    spec.redirects.www = agent::vhosts::spec::WwwRedirect::ToWww;
+    site.ops.put_vhost("a", spec).await.unwrap();
+    let answer = site.get("a.example", "/x?y=1").await.unwrap();
+    assert_eq!(answer.status, 301);
+    let expected = format!("http://www.a.example:{}/x?y=1", site.http_address().port());
+    assert_eq!(answer.header("location"), Some(expected.as_str()));
+    assert_eq!(site.body("www.a.example").await, "site a\n");
+}
+
+#[tokio::test]
+async fn changes_are_serialized() {
+    let Some(site) = Site::start().await else {
+        return;
+    };
+    for name in ["a", "b", "c", "d"] {
+        site.document_root(name, &format!("site {name}\n"));
+    }
+    let specs: Vec<_> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|name| {
+            (
+                name.to_string(),
+                static_spec(&[&format!("{name}.example")], name),
+            )
+        })
+        .collect();
+    let ops = &site.ops;
+    let results = futures_util::future::join_all(
+        specs
+            .into_iter()
+            .map(|(id, spec)| async move { ops.put_vhost(&id, spec).await }),
+    )
+    .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    for name in ["a", "b", "c", "d"] {
+        assert_eq!(
+            site.body(&format!("{name}.example")).await,
+            format!("site {name}\n")
+        );
+    }
+    assert_eq!(site.ops.live_state().unwrap().vhosts.len(), 4);
+}

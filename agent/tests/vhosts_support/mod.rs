@@ -1,0 +1,145 @@
+//! A private nginx per test: its own directory, configuration, pid and logs, listening on loopback
+//! ports that were free when the test started; stopped when the test ends.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agent::vhosts::WebOps;
+use agent::vhosts::layout::WebLayout;
+use agent::vhosts::probe::{HttpAnswer, http_get};
+use agent::vhosts::spec::VhostSpec;
+
+/// Whether nginx can be run here; on CI its absence is a failure, elsewhere a loud skip.
+pub fn nginx_available() -> bool {
+    let found = std::process::Command::new("nginx")
+        .arg("-v")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !found {
+        let message =
+            "nginx is not installed (apt-get install -y nginx); this test needs the real program";
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{message}");
+        }
+        eprintln!("SKIPPED: {message}");
+    }
+    found
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One private nginx with the agent's web operations on it.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    pub ops: WebOps,
+}
+
+impl Site {
+    /// Installs and starts a private nginx, or `None` when nginx is missing (see [`nginx_available`]).
+    pub async fn start() -> Option<Site> {
+        if !nginx_available() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // nginx's workers run as an unprivileged user and must reach the document roots.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let layout = WebLayout::private(dir.path(), free_port(), free_port());
+        let ops = WebOps::nginx(layout);
+        ops.install().await.unwrap();
+        Some(Site { dir, ops })
+    }
+
+    pub fn layout(&self) -> &WebLayout {
+        self.ops.layout()
+    }
+
+    pub fn http_address(&self) -> SocketAddr {
+        self.layout().http_listen
+    }
+
+    pub fn https_address(&self) -> SocketAddr {
+        self.layout().https_listen
+    }
+
+    /// Writes a document root under the web root with an index page.
+    pub fn document_root(&self, name: &str, index: &str) -> PathBuf {
+        let root = self.layout().web_root.join(name);
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("index.html"), index).unwrap();
+        root
+    }
+
+    /// GET through nginx with a Host header.
+    pub async fn get(&self, host: &str, path: &str) -> std::io::Result<HttpAnswer> {
+        http_get(self.http_address(), host, path, Duration::from_secs(5)).await
+    }
+
+    /// The body of a 200 answer, or a description of what came instead.
+    pub async fn body(&self, host: &str) -> String {
+        match self.get(host, "/").await {
+            Ok(answer) if answer.status == 200 => answer.body,
+            Ok(answer) => format!("status {}", answer.status),
+            Err(error) => format!("error {error}"),
+        }
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.layout().log_dir.join(name)).unwrap_or_default()
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let layout = self.ops.layout();
+        let pid = std::fs::read_to_string(layout.pid_file())
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok());
+        let _ = std::process::Command::new(&layout.nginx_binary)
+            .arg("-e")
+            .arg(layout.main_error_log())
+            .arg("-c")
+            .arg(&layout.main_config)
+            .args(["-s", "stop"])
+            .output();
+        if let Some(pid) = pid {
+            for _ in 0..100 {
+                if !Path::new("/proc").join(pid.to_string()).exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// A static vhost spec.
+pub fn static_spec(names: &[&str], root: &str) -> VhostSpec {
+    VhostSpec {
+        server_names: names.iter().map(|name| name.to_string()).collect(),
+        root: Some(root.to_string()),
+        proxy_pass: None,
+        php: None,
+        redirects: Default::default(),
+        logs: Default::default(),
+        limits: Default::default(),
+    }
+}
+
+/// A reverse-proxy vhost spec.
+pub fn proxy_spec(names: &[&str], upstream: &str) -> VhostSpec {
+    VhostSpec {
+        root: None,
+        proxy_pass: Some(upstream.to_string()),
+        ..static_spec(names, "unused")
+    }
+}
