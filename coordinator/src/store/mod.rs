@@ -83,6 +83,17 @@ fn encode<T: Serialize>(table: Table, value: &T) -> Result<Vec<u8>, StoreError> 
     })
 }
 
+/// Runs blocking work, moving the current worker's other tasks to another thread first when
+/// running on a multi-threaded tokio runtime.
+fn blocking<R>(work: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
 fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [u8]> {
     TableDefinition::new(table.name())
 }
@@ -112,7 +123,18 @@ impl Store {
     }
 
     /// Runs `work` in one write transaction; it commits only if `work` returns `Ok`.
+    ///
+    /// Writes wait for the single writer and for the disk; on a multi-threaded runtime the
+    /// worker thread hands its other tasks away meanwhile, so a slow commit never stalls
+    /// request handling.
     pub fn write<R, E: From<StoreError>>(
+        &self,
+        work: impl FnOnce(&mut Write<'_>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        blocking(|| self.write_now(work))
+    }
+
+    fn write_now<R, E: From<StoreError>>(
         &self,
         work: impl FnOnce(&mut Write<'_>) -> Result<R, E>,
     ) -> Result<R, E> {
@@ -129,6 +151,13 @@ impl Store {
     /// durable with the next ordinary write. For records whose loss in a crash is harmless
     /// (progress, log lines), so streaming them costs no fsync per line.
     pub fn write_buffered<R, E: From<StoreError>>(
+        &self,
+        work: impl FnOnce(&mut Write<'_>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        blocking(|| self.write_buffered_now(work))
+    }
+
+    fn write_buffered_now<R, E: From<StoreError>>(
         &self,
         work: impl FnOnce(&mut Write<'_>) -> Result<R, E>,
     ) -> Result<R, E> {
