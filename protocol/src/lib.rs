@@ -31,12 +31,16 @@
 //! changed within a protocol version. A peer that receives a variant it does not know gets a decode
 //! error for that one message, not a misread one.
 
+mod enrollment_token;
 mod error_data;
 mod frame;
 mod handshake;
 mod message;
 mod task;
 
+pub use enrollment_token::{
+    EnrollmentToken, MAX_TOKEN_ADDRESS, TOKEN_PREFIX, TOKEN_SECRET_BYTES, TokenError,
+};
 pub use error_data::{ErrorCode, ErrorData};
 pub use frame::{
     Frame, FrameError, LENGTH_PREFIX, ProtocolError, decode, decode_message, decode_payload,
@@ -64,6 +68,10 @@ pub const ALPN: &[u8] = b"hostplane/1";
 
 /// The ALPN of enrollment, the only thing an unauthenticated peer can reach.
 pub const ENROLL_ALPN: &[u8] = b"hostplane-enroll/1";
+
+/// The DNS name in the coordinator's QUIC server certificate. Agents verify the server against
+/// the pinned CA and this name, whatever address they dial.
+pub const COORDINATOR_SERVER_NAME: &str = "coordinator.hostplane.internal";
 
 /// The hard maximum size of a frame payload (1 MiB). Larger data goes on its own stream.
 pub const MAX_FRAME: usize = 1 << 20;
