@@ -5,6 +5,7 @@ pub mod admin_cli;
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
+pub mod channel;
 pub mod clock;
 pub mod config;
 pub mod metrics;
@@ -31,6 +32,8 @@ pub struct App {
     pub metrics: Metrics,
     /// Long work: tasks, their executors and their events.
     pub tasks: tasks::TaskSystem,
+    /// The agents' QUIC channel: enrollment, live connections, requests to agents.
+    pub channel: channel::Channel,
     /// True once every listener is up; `/readyz` reports it.
     pub ready: AtomicBool,
     /// Login throttling per user and address.
@@ -59,12 +62,16 @@ impl App {
             tasks::TaskSystem::new(store.clone(), metrics.tasks.clone()).map_err(|error| {
                 ServeError::Startup(format!("cannot open the task system: {error}"))
             })?;
+        api::agents::routes(&mut routes);
+        let channel = channel::Channel::open(&config, &store)
+            .map_err(|error| ServeError::Startup(error.to_string()))?;
         Ok(Arc::new(App {
             config,
             store,
             routes,
             metrics,
             tasks,
+            channel,
             ready: AtomicBool::new(false),
             login_limiter: auth::LoginLimiter::default(),
             unknown_user_hash,
@@ -81,11 +88,17 @@ impl App {
                 .map_err(ServeError::Startup)?;
         }
         self.tasks.start();
-        Ok(None)
+        let quic = self
+            .channel
+            .start()
+            .await
+            .map_err(|error| ServeError::Startup(error.to_string()))?;
+        Ok(Some(quic))
     }
 
     /// Stops the background parts.
     pub async fn shutdown(&self) {
+        self.channel.shutdown().await;
         self.tasks.shutdown().await;
         self.proxmox.shutdown().await;
     }

@@ -6,6 +6,7 @@
 //! [`Principal`](crate::auth::Principal) from the dispatcher and use `crate::auth` for
 //! ownership checks.
 
+pub mod agents;
 pub mod error;
 pub mod health;
 pub mod instances;

@@ -196,3 +196,43 @@ impl std::fmt::Debug for ProxmoxNodeRecord {
             .finish()
     }
 }
+
+/// The agent of one instance (table `Agents`, key: [`InstanceRecord::key`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgentRecord {
+    pub instance: u32,
+    /// Enrollment generation of the only certificates accepted; bumped by each enrollment.
+    pub generation: u64,
+    /// Revoked agents are refused until enrolled again.
+    #[serde(default)]
+    pub revoked: bool,
+    pub enrolled_at: String,
+    #[serde(default)]
+    pub revoked_at: Option<String>,
+    #[serde(default)]
+    pub last_seen: Option<String>,
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Expiry of the newest certificate issued to the agent.
+    #[serde(default)]
+    pub certificate_not_after: Option<String>,
+}
+
+/// A pending enrollment token (table `EnrollmentTokens`, key: SHA-256 hex of its secret).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EnrollmentTokenRecord {
+    pub instance: u32,
+    pub created_at: String,
+    pub expires_at: String,
+    /// The user id that asked for it.
+    pub created_by: String,
+}
+
+/// The agents' certificate authority (table `Meta`, key `agent_ca`). Once this record exists,
+/// a missing or different CA file is a startup error, never a reason to make a new CA.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AgentCaRecord {
+    /// SHA-256 hex of the CA certificate in DER.
+    pub fingerprint: String,
+    pub created_at: String,
+}

@@ -40,6 +40,10 @@ pub enum Table {
     TaskCounts,
     /// Key: Proxmox node name. Value: `ProxmoxNodeRecord` (endpoint and API token).
     ProxmoxNodes,
+    /// Key: VMID, 10 zero-padded digits (as `Instances`). Value: `AgentRecord`.
+    Agents,
+    /// Key: SHA-256 hex of an enrollment token's secret. Value: `EnrollmentTokenRecord`.
+    EnrollmentTokens,
 }
 
 impl Table {
@@ -63,6 +67,8 @@ impl Table {
         Table::TaskIdempotency,
         Table::TaskCounts,
         Table::ProxmoxNodes,
+        Table::Agents,
+        Table::EnrollmentTokens,
     ];
 
     /// The redb table name, versioned.
@@ -86,6 +92,8 @@ impl Table {
             Table::TaskIdempotency => "task_idempotency_v1",
             Table::TaskCounts => "task_counts_v1",
             Table::ProxmoxNodes => "proxmox_nodes_v1",
+            Table::Agents => "agents_v1",
+            Table::EnrollmentTokens => "enrollment_tokens_v1",
         }
     }
 }
