@@ -1,15 +1,35 @@
 //! The Hostplane agent: enrolls with the coordinator, keeps a mutually authenticated QUIC
 //! connection to it, and carries out typed operations inside its container.
+//!
+//! Entry points: [`enroll()`] (one-time token to certificate) and [`spawn`] / [`run()`] (the
+//! connection loop). New kinds of work plug in as a [`Handler`]; the transport does not change.
 
-use std::path::PathBuf;
-
+pub mod backoff;
 pub mod cache;
 pub mod certs;
+pub mod enroll;
+pub mod handler;
+pub mod run;
+pub mod state;
+pub mod tasks;
+pub mod tls;
 pub mod vhosts;
+pub mod wire;
+
+pub use enroll::{EnrollError, EnrollOptions, Enrolled, enroll};
+pub use handler::{Handler, Handlers, PingHandler, TaskContext, TaskEvent};
+pub use run::{AgentHandle, AgentState, Phase, RunOptions, run, spawn};
+pub use state::{StateDir, StateError};
+pub use tasks::{FinishedTasks, MemoryFinishedTasks};
+pub use tls::Transport;
 
 /// The default state directory (certificate, key, CA, finished-task store).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/hostplane-agent";
 
-/// Where the agent keeps its state.
-#[derive(Debug, Clone)]
-pub struct StateDir(pub PathBuf);
+/// This agent's version, sent in its hello.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Installs the aws-lc-rs crypto provider for rustls once per process.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -25,17 +26,63 @@ enum Command {
         coordinator: Option<String>,
     },
     /// Connect to the coordinator and serve its requests (what the systemd unit runs).
-    Run,
+    Run {
+        /// Dial this HOST:PORT instead of the address saved at enrollment.
+        #[arg(long, env = "HOSTPLANE_COORDINATOR")]
+        coordinator: Option<String>,
+        /// Longest wait between reconnect attempts, in seconds.
+        #[arg(long, default_value_t = 60)]
+        max_backoff_seconds: u64,
+    },
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+    tracing::info!("stopping");
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HOSTPLANE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match cli.command {
-        Command::Enroll { .. } | Command::Run => {
-            anyhow::bail!("the agent channel is not part of this build yet")
+        Command::Enroll { token, coordinator } => {
+            let mut options = agent::EnrollOptions::new(token, &cli.state_dir);
+            options.coordinator = coordinator;
+            let enrolled = runtime.block_on(agent::enroll(options))?;
+            println!(
+                "enrolled instance={} generation={} coordinator={} state_dir={}",
+                enrolled.instance_id,
+                enrolled.generation,
+                enrolled.coordinator,
+                cli.state_dir.display()
+            );
+            Ok(())
+        }
+        Command::Run {
+            coordinator,
+            max_backoff_seconds,
+        } => {
+            let mut options = agent::RunOptions::new(&cli.state_dir);
+            options.coordinator = coordinator;
+            options.backoff_maximum = std::time::Duration::from_secs(max_backoff_seconds.max(1));
+            runtime.block_on(agent::run(
+                options,
+                agent::Handlers::standard(),
+                shutdown_signal(),
+            ))?;
+            Ok(())
         }
     }
 }

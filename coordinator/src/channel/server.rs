@@ -162,6 +162,14 @@ pub(super) async fn shutdown(inner: &Arc<Inner>) {
     inner.tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(5), inner.tracker.wait()).await;
     flush(inner);
+    // quinn's endpoint driver releases the UDP socket on its own task once the last handle is
+    // gone; wait for that so a restart in the same process can bind the same port.
+    if let Some(address) = inner.local_address.get().copied() {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while std::net::UdpSocket::bind(address).is_err() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 async fn accept_loop(inner: Arc<Inner>, endpoint: quinn::Endpoint) {
@@ -310,9 +318,8 @@ async fn serve_agent(inner: Arc<Inner>, connection: quinn::Connection) {
         features,
         heartbeat_interval_ms: inner.options.heartbeat_interval.as_millis() as u64,
     });
-    if write_handshake(&mut send, &welcome).await.is_err() {
-        return;
-    }
+    // Registered before the welcome goes out, so a request right after the agent sees its
+    // welcome finds the connection.
     let replaced = inner.registry.insert(
         identity.instance,
         Live {
@@ -329,6 +336,10 @@ async fn serve_agent(inner: Arc<Inner>, connection: quinn::Connection) {
             VarInt::from_u32(close_code::REPLACED),
             b"a newer connection of this agent replaced this one",
         );
+    }
+    if write_handshake(&mut send, &welcome).await.is_err() {
+        inner.registry.remove(identity.instance, serial);
+        return;
     }
     // A revocation between the check above and the registration must still close us.
     if inner.authorizations.check(identity).is_err() {

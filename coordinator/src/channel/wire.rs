@@ -51,29 +51,27 @@ impl FrameReader {
     /// cleanly between frames.
     async fn fill(&mut self) -> Result<bool, WireError> {
         loop {
-            if let Some(prefix) = self.buffer.get(..LENGTH_PREFIX) {
-                let declared =
-                    u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
-                if declared > self.limit {
-                    return Err(WireError::TooLarge {
-                        declared,
-                        limit: self.limit,
-                    });
-                }
-                if self.buffer.len() >= LENGTH_PREFIX + declared {
-                    return Ok(true);
-                }
-            }
             let wanted = match self.buffer.get(..LENGTH_PREFIX) {
-                Some(_) => {
-                    let prefix = &self.buffer[..LENGTH_PREFIX];
+                Some(prefix) => {
                     let declared =
                         u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
-                    LENGTH_PREFIX + declared - self.buffer.len()
+                    if declared > self.limit {
+                        return Err(WireError::TooLarge {
+                            declared,
+                            limit: self.limit,
+                        });
+                    }
+                    let complete = LENGTH_PREFIX + declared;
+                    if self.buffer.len() >= complete {
+                        return Ok(true);
+                    }
+                    complete - self.buffer.len()
                 }
                 None => LENGTH_PREFIX - self.buffer.len(),
             };
-            match self.stream.read_chunk(wanted.max(1), true).await? {
+            // Reading at most what the current frame still needs keeps the buffer within one
+            // frame, and `read_chunk` is cancel-safe, so this whole function is too.
+            match self.stream.read_chunk(wanted, true).await? {
                 Some(chunk) => self.buffer.extend_from_slice(&chunk.bytes),
                 None if self.buffer.is_empty() => return Ok(false),
                 None => return Err(WireError::Truncated),

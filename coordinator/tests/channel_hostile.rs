@@ -1,0 +1,110 @@
+//! Hostile input on the agent channel: a flood of garbage datagrams and oversized or malformed
+//! frames from an authenticated peer. In its own test binary so that memory measurements see
+//! only this test.
+
+mod channel_support;
+
+use std::time::Duration;
+
+use channel_support::*;
+use coordinator::config::Config;
+
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[tokio::test]
+async fn garbage_datagrams_and_oversized_frames_do_not_hurt_the_coordinator() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(Config::for_tests(dir.path().join("data")), &[101, 102]).await;
+    let channel = &running.app.channel;
+    let quic = running.quic.unwrap();
+    let good = dir.path().join("good");
+    let bad = agent::StateDir::new(dir.path().join("bad"));
+    enroll(&running, 101, &good).await;
+    enroll(&running, 102, bad.path()).await;
+    let handle = spawn_agent(&good);
+    connected(&handle, 1).await;
+
+    // Floods of random datagrams, half shaped like QUIC long-header packets. The first flood
+    // may grow buffers to their working size; a second one must not grow memory further.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut sizes = vec![resident_bytes()];
+    for _round in 0..3 {
+        for index in 0..20_000u32 {
+            let mut datagram = vec![0u8; 1200];
+            rand::fill(&mut datagram[..]);
+            if index % 2 == 0 {
+                datagram[0] = 0xc0 | (datagram[0] & 0x0f);
+                datagram[1..5].copy_from_slice(&1u32.to_be_bytes());
+            }
+            socket.send_to(&datagram, quic).await.unwrap();
+        }
+        channel.ping(101, Duration::from_secs(5)).await.unwrap();
+        sizes.push(resident_bytes());
+    }
+    eprintln!("resident sizes: {sizes:?}");
+    let late_growth = sizes[3].saturating_sub(sizes[1]);
+    assert!(
+        late_growth < 16 * 1024 * 1024,
+        "resident memory kept growing: {sizes:?}"
+    );
+
+    // An authenticated peer that declares a huge frame on its control stream is cut off.
+    let ca = rustls::pki_types::CertificateDer::from(channel.ca_certificate_der());
+    let identity = bad.load_identity().unwrap();
+    let config = client_config(&ca, Some(&identity));
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connection = endpoint
+        .connect_with(config, quic, protocol::COORDINATOR_SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, receive) = connection.open_bi().await.unwrap();
+    let hello = protocol::Hello::new("test", protocol::Features::NONE);
+    agent::wire::write_hello(&mut send, &hello).await.unwrap();
+    let mut reader = agent::wire::FrameReader::new(receive, 65536);
+    assert!(matches!(
+        reader.handshake::<protocol::HelloReply>().await,
+        Ok(Some(protocol::HelloReply::Welcome(_)))
+    ));
+    let violations = channel.stats().protocol_violations;
+    send.write_all(&(100u32 << 20).to_be_bytes()).await.unwrap();
+    send.write_all(&[0u8; 1024]).await.unwrap();
+    let closed = tokio::time::timeout(WAIT, connection.closed())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(close) if close.error_code == 4u32.into()),
+        "{closed:?}"
+    );
+    assert_eq!(channel.stats().protocol_violations, violations + 1);
+
+    // A hello that is not a hello.
+    let connection = endpoint
+        .connect_with(
+            client_config(&ca, Some(&identity)),
+            quic,
+            protocol::COORDINATOR_SERVER_NAME,
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, _receive) = connection.open_bi().await.unwrap();
+    send.write_all(&[0, 0, 0, 4, b'H', b'T', b'T', b'P'])
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(WAIT, connection.closed())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(close) if close.error_code == 4u32.into()),
+        "{closed:?}"
+    );
+
+    channel.ping(101, Duration::from_secs(5)).await.unwrap();
+    handle.stop().await;
+    running.stop().await;
+}
