@@ -1,5 +1,6 @@
 //! pvesim: a simulator of the Proxmox VE API subset that Hostplane drives (LXC containers, nodes,
-//! storages, templates, tasks, auth), served over HTTPS or plain HTTP, with fault injection.
+//! storages, templates, tasks, auth), served over HTTPS or plain HTTP, with fault injection. With
+//! [`Simulator::start_lxc`] (`pvesim --lxc`) the containers are real LXC containers on this host.
 //!
 //! Admin endpoints live outside `/api2/json`:
 //! - `GET /_sim/faults` returns the current [`FaultSpec`]; `POST` or `PUT` replaces it (its `locks`
@@ -13,6 +14,7 @@ pub mod auth;
 pub mod backend;
 pub mod faults;
 pub mod lxc;
+pub mod lxc_backend;
 pub mod model;
 pub mod schema;
 mod server;
@@ -25,6 +27,7 @@ use std::time::Duration;
 
 pub use backend::{Backend, BackendFuture, SimulatedBackend};
 pub use faults::{FailureRule, FaultSpec, Faults, LockFault, TaskEffect, TaskFault};
+pub use lxc_backend::{LxcBackend, LxcConfig, LxcSetupError};
 pub use model::{Action, ApiError, Cluster, Guest, Task, Volume};
 pub use upid::Upid;
 
@@ -86,6 +89,9 @@ pub enum SimError {
     /// The state file is not valid.
     #[error("state file is not valid: {0}")]
     State(#[from] serde_json::Error),
+    /// The LXC backend cannot run on this host.
+    #[error(transparent)]
+    Lxc(#[from] LxcSetupError),
 }
 
 /// A read/write view on the simulated cluster for tests and tools.
@@ -136,6 +142,17 @@ impl SimState {
 /// A running simulator.
 pub struct Simulator {
     inner: server::Running,
+    // Copies real container state into the model (LXC backend only); stopped on drop.
+    watcher: Option<AbortOnDrop>,
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl std::fmt::Debug for Simulator {
@@ -167,7 +184,22 @@ impl Simulator {
     ) -> Result<Simulator, SimError> {
         Ok(Simulator {
             inner: server::Running::start(config, listener, backend).await?,
+            watcher: None,
         })
+    }
+
+    /// Starts serving on `listener` with containers backed by real LXC containers on this host
+    /// (see [`lxc_backend`]), and keeps the model's running/frozen state in line with them.
+    pub async fn start_lxc(
+        config: SimConfig,
+        listener: tokio::net::TcpListener,
+        lxc: LxcConfig,
+    ) -> Result<Simulator, SimError> {
+        let backend = Arc::new(LxcBackend::new(lxc)?);
+        let mut simulator =
+            Self::start_with_backend(config, listener, backend.clone() as Arc<dyn Backend>).await?;
+        simulator.watcher = Some(AbortOnDrop(backend.watch(simulator.state())));
+        Ok(simulator)
     }
 
     /// The API base URL, e.g. `https://127.0.0.1:PORT/api2/json`.
@@ -214,7 +246,8 @@ impl Simulator {
     }
 
     /// Stops accepting, closes connections, cancels running tasks and saves the state file.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
+        self.watcher.take();
         self.inner.shutdown().await;
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use pvesim::{SimConfig, Simulator};
+use pvesim::{LxcConfig, SimConfig, Simulator};
 
 /// A simulator of the Proxmox VE API subset for LXC containers.
 #[derive(Debug, Parser)]
@@ -46,6 +46,67 @@ struct Arguments {
     /// Seed for random fault injection.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Back containers with real LXC containers on this host (needs root, the base container
+    /// and the bridge, which the LXC test harness creates).
+    #[arg(long)]
+    lxc: bool,
+    /// LXC mode: the stopped container to clone [default: hostplane-base-bookworm].
+    #[arg(long, requires = "lxc")]
+    lxc_base: Option<String>,
+    /// LXC mode: the bridge for the containers [default: hpbr0].
+    #[arg(long, requires = "lxc")]
+    lxc_bridge: Option<String>,
+    /// LXC mode: the host's address on the bridge with the prefix length [default: 10.213.37.1/24].
+    #[arg(long, requires = "lxc")]
+    lxc_host_address: Option<String>,
+    /// LXC mode: last bytes of the addresses to hand out, FIRST-LAST [default: 100-199].
+    #[arg(long, requires = "lxc")]
+    lxc_addresses: Option<String>,
+    /// LXC mode: container VMID is named PREFIX+VMID [default: pvesim-].
+    #[arg(long, requires = "lxc")]
+    lxc_name_prefix: Option<String>,
+    /// LXC mode: apt proxy URL written into every container, e.g. http://10.213.37.1:3142.
+    #[arg(long, requires = "lxc")]
+    lxc_apt_proxy: Option<String>,
+}
+
+/// The LXC settings from the `--lxc-*` flags over the defaults.
+fn lxc_config(arguments: &Arguments) -> anyhow::Result<LxcConfig> {
+    let mut config = LxcConfig::default();
+    if let Some(base) = &arguments.lxc_base {
+        config.base.clone_from(base);
+    }
+    if let Some(bridge) = &arguments.lxc_bridge {
+        config.bridge.clone_from(bridge);
+    }
+    if let Some(cidr) = &arguments.lxc_host_address {
+        let (address, length) = cidr
+            .split_once('/')
+            .context("--lxc-host-address expects ADDRESS/LENGTH")?;
+        config.host_address = address
+            .parse()
+            .with_context(|| format!("--lxc-host-address: '{address}' is not an IPv4 address"))?;
+        config.prefix_length = length
+            .parse()
+            .with_context(|| format!("--lxc-host-address: '{length}' is not a prefix length"))?;
+    }
+    if let Some(range) = &arguments.lxc_addresses {
+        let (first, last) = range
+            .split_once('-')
+            .context("--lxc-addresses expects FIRST-LAST")?;
+        let first: u8 = first.parse().context("--lxc-addresses: FIRST is 1-254")?;
+        let last: u8 = last.parse().context("--lxc-addresses: LAST is 1-254")?;
+        anyhow::ensure!(
+            (1..=last).contains(&first) && last < 255,
+            "--lxc-addresses: expected 1 <= FIRST <= LAST <= 254"
+        );
+        config.addresses = first..=last;
+    }
+    if let Some(prefix) = &arguments.lxc_name_prefix {
+        config.name_prefix.clone_from(prefix);
+    }
+    config.apt_proxy.clone_from(&arguments.lxc_apt_proxy);
+    Ok(config)
 }
 
 #[tokio::main]
@@ -65,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("--user expects USER@REALM:PASSWORD, got '{entry}'"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let lxc = arguments.lxc.then(|| lxc_config(&arguments)).transpose()?;
     let config = SimConfig {
         nodes: arguments.nodes,
         tokens: arguments.tokens,
@@ -80,7 +142,10 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&arguments.listen)
         .await
         .with_context(|| format!("cannot listen on {}", arguments.listen))?;
-    let simulator = Simulator::start(config, listener).await?;
+    let simulator = match lxc {
+        Some(lxc) => Simulator::start_lxc(config, listener, lxc).await?,
+        None => Simulator::start(config, listener).await?,
+    };
     if let Some(fingerprint) = simulator.fingerprint() {
         eprintln!("certificate fingerprint {fingerprint}");
     }

@@ -285,6 +285,16 @@ impl Testbed {
     /// A handle on an existing container made by someone else (e.g. pvesim's LXC backend); it
     /// is not destroyed on drop.
     pub fn attach(&self, name: &str) -> anyhow::Result<Container> {
+        self.handle(name, false)
+    }
+
+    /// Like [`Testbed::attach`], but the container is destroyed when the handle drops (if it
+    /// still exists): a guard for containers made through pvesim's API.
+    pub fn adopt(&self, name: &str) -> anyhow::Result<Container> {
+        self.handle(name, true)
+    }
+
+    fn handle(&self, name: &str, owned: bool) -> anyhow::Result<Container> {
         if !host::container_exists(name) {
             bail!("no container {name}");
         }
@@ -296,7 +306,7 @@ impl Testbed {
             testbed: Some(self.clone()),
             name: name.to_string(),
             address,
-            owned: false,
+            owned,
         })
     }
 }
@@ -476,6 +486,11 @@ impl Container {
             "--no-install-recommends",
             &target,
         ])
+    }
+
+    /// Waits until systemd inside reports running or degraded, within [`BOOT_TIMEOUT`].
+    pub fn wait_until_up(&self) -> anyhow::Result<()> {
+        wait_until_up(&self.name, BOOT_TIMEOUT)
     }
 
     /// Starts the container and waits until systemd is up.
