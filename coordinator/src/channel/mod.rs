@@ -420,7 +420,13 @@ pub(crate) fn unix_ms(time: SystemTime) -> u64 {
 
 impl Inner {
     fn status(&self, instance: u32) -> Result<AgentStatus, ChannelError> {
-        if let Some(live) = self.registry.live_status(instance) {
+        // A revoked agent's connection may take a moment to wind down; it is not shown as
+        // connected meanwhile.
+        let revoked = self
+            .authorizations
+            .get(instance)
+            .is_some_and(|authorization| authorization.revoked);
+        if let Some(live) = self.registry.live_status(instance).filter(|_| !revoked) {
             return Ok(AgentStatus {
                 connected: true,
                 state: "connected",
