@@ -200,6 +200,46 @@ impl Testbed {
         }
     }
 
+    /// Prepares the testbed and keeps the bridge and proxy up after this process ends, until
+    /// [`Testbed::release_hold`] (for trying pvesim's LXC mode by hand). `Ok(None)` when skipped.
+    pub fn hold() -> anyhow::Result<Option<String>> {
+        let Some(testbed) = Testbed::ensure()? else {
+            return Ok(None);
+        };
+        {
+            let _lock = host::HostLock::acquire(Duration::from_secs(60))?;
+            host::hold()?;
+        }
+        let proxy = testbed.apt_proxy_url();
+        testbed.shutdown()?;
+        Ok(Some(proxy))
+    }
+
+    /// Undoes [`Testbed::hold`]: destroys the containers whose names start with
+    /// `container_prefix` (e.g. pvesim's default `pvesim-`), then removes the bridge and the
+    /// proxy unless a test still uses them.
+    pub fn release_hold(container_prefix: &str) -> anyhow::Result<Teardown> {
+        let _lock = host::HostLock::acquire(Duration::from_secs(20 * 60))?;
+        if !container_prefix.is_empty() {
+            for name in host::container_names()? {
+                if name.starts_with(container_prefix) && name != BASE_CONTAINER {
+                    host::destroy_container(&name)?;
+                    eprintln!("[lxc] destroyed {name}");
+                }
+            }
+        }
+        if !host::remove_hold() {
+            return Ok(Teardown {
+                removed_bridge_and_proxy: false,
+            });
+        }
+        host::stop_proxy()?;
+        host::remove_bridge()?;
+        Ok(Teardown {
+            removed_bridge_and_proxy: true,
+        })
+    }
+
     /// The host's address on the bridge (listen here for containers to reach you).
     pub fn host_address(&self) -> Ipv4Addr {
         HOST_ADDRESS

@@ -104,6 +104,22 @@ impl UserFile {
     }
 }
 
+/// A registration without a process: the testbed stays up until it is removed (`lxc-testbed`).
+const HOLD: &str = "hold";
+
+/// Keeps the testbed up after this process ends (call with the lock held).
+pub(crate) fn hold() -> anyhow::Result<()> {
+    fs::create_dir_all(users_dir())?;
+    fs::write(users_dir().join(HOLD), b"")?;
+    Ok(())
+}
+
+/// Removes the hold (call with the lock held); `true` when no live user remains.
+pub(crate) fn remove_hold() -> bool {
+    let _ = fs::remove_file(users_dir().join(HOLD));
+    prune_users() == 0
+}
+
 /// Removes registrations of processes that are gone and returns how many live ones remain.
 pub(crate) fn prune_users() -> usize {
     let Ok(entries) = fs::read_dir(users_dir()) else {
@@ -112,6 +128,10 @@ pub(crate) fn prune_users() -> usize {
     let mut live = 0;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
+        if name == HOLD {
+            live += 1;
+            continue;
+        }
         let mut parts = name.split('-');
         let pid = parts.next().and_then(|part| part.parse::<u32>().ok());
         let start = parts.next().and_then(|part| part.parse::<u64>().ok());
