@@ -140,7 +140,12 @@ impl Testbed {
         if let Some(value) = std::env::var_os(SKIP_VARIABLE)
             && value == "1"
         {
-            eprintln!("SKIPPED: the LXC tests, because {SKIP_VARIABLE}=1");
+            // Straight to the process's stderr: the test harness's capture would hide eprintln!.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: the LXC tests, because {SKIP_VARIABLE}=1"
+            );
             return Ok(None);
         }
         let mut current = CURRENT
