@@ -204,3 +204,60 @@ async fn cache_settings_are_checked() {
         Err(WebError::NotFound(_))
     ));
 }
+
+#[tokio::test]
+async fn fastcgi_cache_configuration_passes_the_configuration_test() {
+    use agent::vhosts::server::WebServer;
+    use agent::vhosts::state::{SiteState, VhostRecord};
+    let Some(site) = Site::start().await else {
+        return;
+    };
+    // No PHP-FPM runs here, so a PHP vhost cannot pass the check request; render a PHP vhost with a
+    // cache and bypass rules and have the real nginx test the whole configuration instead.
+    let mut spec = static_spec(&["p.example"], "p");
+    spec.php = Some(agent::vhosts::spec::PhpSpec {
+        socket: "/run/php/php-fpm.sock".into(),
+    });
+    let bypass = Bypass {
+        cookies: vec!["wordpress_logged_in".into()],
+        paths: vec!["/wp-admin/".into(), "/cart.php".into()],
+    };
+    let record = VhostRecord {
+        spec,
+        extra: None,
+        tls: None,
+        cache: Some(settings(bypass)),
+        version: 0,
+        hash: String::new(),
+        applied_at: time::OffsetDateTime::UNIX_EPOCH,
+        history: Vec::new(),
+    };
+    let mut state = SiteState::default();
+    state
+        .vhosts
+        .insert(agent::vhosts::vhost_id("p").unwrap(), record);
+    let rendered = agent::vhosts::plan::render_site(&state, site.layout()).unwrap();
+    let dir = site.dir.path().join("fastcgi-check");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in &rendered.files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let main = dir.join("main.nginx");
+    std::fs::write(
+        &main,
+        agent::vhosts::render::render_main_config(site.layout(), &dir),
+    )
+    .unwrap();
+    site.ops.server().test(&main).await.unwrap();
+    let text = std::fs::read_to_string(dir.join("p.conf")).unwrap();
+    assert!(text.contains("fastcgi_cache hp_p;"), "{text}");
+
+    // The same file with a broken directive is refused, so the test above can fail.
+    std::fs::write(
+        dir.join("p.conf"),
+        text.replace("fastcgi_cache hp_p;", "fastcgi_cache hp_missing;"),
+    )
+    .unwrap();
+    let refused = site.ops.server().test(&main).await.unwrap_err();
+    assert!(refused.output.contains("hp_missing"), "{refused:?}");
+}
