@@ -9,6 +9,8 @@ pub mod cache;
 pub mod certs;
 pub mod enroll;
 pub mod handler;
+pub mod packages;
+pub mod process;
 pub mod run;
 pub mod state;
 pub mod tasks;
