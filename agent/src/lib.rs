@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod cache;
 pub mod certs;
+pub mod databases;
 pub mod enroll;
 pub mod handler;
 pub mod packages;
