@@ -174,6 +174,28 @@ impl Exclusive {
     }
 }
 
+/// A line sink that sends each line to a task's log, in order, without making the program
+/// wait for the coordinator, and the task that forwards them (it ends once the sink is dropped
+/// and every line is sent; await it before reporting the result, so the log comes first).
+pub fn task_log(
+    context: &crate::handler::TaskContext,
+) -> (
+    impl FnMut(Stream, &str) + Send + 'static,
+    tokio::task::JoinHandle<()>,
+) {
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let context = context.clone();
+    let forwarding = tokio::spawn(async move {
+        while let Some(line) = receiver.recv().await {
+            context.log(line).await;
+        }
+    });
+    let sink = move |_: Stream, line: &str| {
+        let _ = sender.send(line.to_string());
+    };
+    (sink, forwarding)
+}
+
 /// Which output stream a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {

@@ -25,8 +25,11 @@ pub use dump::{Dump, DumpError, DumpSummary};
 pub use names::NameError;
 pub use plan::{DatabaseSettings, MariaDbSettings, PostgresSettings};
 
+use futures_util::future::BoxFuture;
+
+use crate::handler::{Handler, TaskContext};
 use crate::process::{
-    CommandRunner, CommandSpec, LineSink, Output, ProcessError, Stream, SystemRunner,
+    CommandRunner, CommandSpec, LineSink, Output, ProcessError, Stream, SystemRunner, task_log,
 };
 use plan::ClientFailure;
 
@@ -386,6 +389,40 @@ impl Databases {
     }
 }
 
+impl Handler for Databases {
+    /// Every database operation except dumps, which need a data stream from the transport
+    /// (see [`Databases::dump`]).
+    fn handles(&self, operation: &Operation) -> bool {
+        matches!(
+            operation,
+            Operation::DatabaseList { .. }
+                | Operation::DatabaseCreate { .. }
+                | Operation::DatabaseChangePassword { .. }
+                | Operation::DatabaseDrop { .. }
+        )
+    }
+
+    fn handle(
+        &self,
+        operation: Operation,
+        context: TaskContext,
+    ) -> BoxFuture<'static, TaskOutcome> {
+        let databases = self.clone();
+        Box::pin(async move {
+            let (mut sink, forwarding) = task_log(&context);
+            let outcome = databases.perform(&operation, &mut sink).await;
+            drop(sink);
+            let _ = forwarding.await;
+            outcome.unwrap_or_else(|| {
+                Err(ErrorData::new(
+                    ErrorCode::Internal,
+                    "the database handler got another kind of operation",
+                ))
+            })
+        })
+    }
+}
+
 fn client_failure(engine: DatabaseEngine, command: &CommandSpec, output: &Output) -> DatabaseError {
     let message = output.stderr_tail(3);
     match plan::classify_failure(engine, &output.stderr_text()) {
@@ -438,8 +475,6 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
-
-    use futures_util::future::BoxFuture;
 
     use super::*;
 

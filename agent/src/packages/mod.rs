@@ -20,8 +20,12 @@ pub use names::{NameError, PackageSpec};
 pub use plan::{AptAction, AptSettings};
 pub use policy::{PackagePolicy, PatternError, Refusal};
 
+use futures_util::future::BoxFuture;
+
+use crate::handler::{Handler, TaskContext};
 use crate::process::{
     CommandRunner, CommandSpec, Exclusive, LineSink, Output, ProcessError, Stream, SystemRunner,
+    task_log,
 };
 use plan::AptFailure;
 
@@ -247,6 +251,38 @@ impl Packages {
     }
 }
 
+impl Handler for Packages {
+    fn handles(&self, operation: &Operation) -> bool {
+        matches!(
+            operation,
+            Operation::PackageList { .. }
+                | Operation::PackageInstall { .. }
+                | Operation::PackageUpgrade { .. }
+                | Operation::PackageRemove { .. }
+        )
+    }
+
+    fn handle(
+        &self,
+        operation: Operation,
+        context: TaskContext,
+    ) -> BoxFuture<'static, TaskOutcome> {
+        let packages = self.clone();
+        Box::pin(async move {
+            let (mut sink, forwarding) = task_log(&context);
+            let outcome = packages.perform(&operation, &mut sink).await;
+            drop(sink);
+            let _ = forwarding.await;
+            outcome.unwrap_or_else(|| {
+                Err(ErrorData::new(
+                    ErrorCode::Internal,
+                    "the package handler got another kind of operation",
+                ))
+            })
+        })
+    }
+}
+
 fn without_versions(specs: &[PackageSpec]) -> Vec<PackageSpec> {
     specs
         .iter()
@@ -277,8 +313,6 @@ fn failed(command: &CommandSpec, output: &Output) -> PackageError {
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
-
-    use futures_util::future::BoxFuture;
 
     use super::*;
 
@@ -417,5 +451,40 @@ mod tests {
             )
             .await;
         assert_eq!(other, None);
+    }
+
+    #[tokio::test]
+    async fn as_a_handler_it_logs_apt_lines_before_the_result() {
+        let (packages, _) = packages(vec![
+            answer(0, "Setting up hello (2.10-3) ...\n", ""),
+            answer(0, "ii \thello\t2.10-3\tamd64\n", ""),
+        ]);
+        assert!(packages.handles(&Operation::PackageRemove { names: Vec::new() }));
+        assert!(!packages.handles(&Operation::DatabaseList {
+            engine: protocol::DatabaseEngine::MariaDb
+        }));
+        let (sender, mut events) = tokio::sync::mpsc::channel(16);
+        let context = TaskContext::new(
+            protocol::TaskId([7; 16]),
+            std::time::SystemTime::now() + std::time::Duration::from_secs(60),
+            1,
+            sender,
+        );
+        let handlers = crate::handler::Handlers::new().with(packages);
+        let outcome = handlers
+            .dispatch(
+                Operation::PackageInstall {
+                    names: names(&["hello"]),
+                },
+                context,
+            )
+            .await;
+        assert!(matches!(outcome, Ok(OperationOutput::Packages(ref list)) if list.len() == 1));
+        // The recorder does not call the sink; the command line is logged before apt runs.
+        let first = events.try_recv().unwrap();
+        assert!(
+            matches!(&first, crate::handler::TaskEvent::Log(line) if line.starts_with("$ apt-get")),
+            "{first:?}"
+        );
     }
 }
