@@ -16,7 +16,7 @@ use crate::auth::{Principal, parse_instance_id, require_instance};
 use crate::proxmox::lifecycle::{
     self, CreateInput, PowerInput, ReserveError, UpdateInput, power_action,
 };
-use crate::proxmox::registry::{Registry, RegistryError};
+use crate::proxmox::registry::{Inventory, Registry, RegistryError};
 use crate::proxmox::types::ContainerStatus;
 use crate::proxmox::{Client, property};
 use crate::store::Table;
@@ -458,21 +458,63 @@ async fn choose_node(app: &App, wanted: Option<&str>) -> Result<(String, Client)
     }
 }
 
+/// What `node` offers to new containers: as kept from a recent read, or read now (always
+/// when `fresh`). One storage list, then the template storages' contents side by side.
+async fn inventory(
+    app: &App,
+    client: &Client,
+    node: &str,
+    fresh: bool,
+) -> Result<Arc<Inventory>, ApiError> {
+    if !fresh && let Some(inventory) = app.proxmox.inventory(node) {
+        return Ok(inventory);
+    }
+    let storages = client.storages(node, None).await?;
+    let contents = storages
+        .iter()
+        .filter(|storage| storage.holds("vztmpl"))
+        .map(|storage| client.storage_content(node, &storage.storage, Some("vztmpl")));
+    let mut templates = Vec::new();
+    for content in futures_util::future::join_all(contents).await {
+        templates.extend(content?.into_iter().map(|volume| volume.volid));
+    }
+    templates.sort();
+    Ok(app.proxmox.keep_inventory(
+        node,
+        Inventory {
+            storages,
+            templates,
+        },
+    ))
+}
+
+/// The template volume and the root disk storage of a create on `node`. A kept inventory is
+/// used when it has both; otherwise the node is asked again before the request is refused.
+async fn resolve_placement(
+    app: &App,
+    client: &Client,
+    node: &str,
+    template: &str,
+    storage: Option<&str>,
+) -> Result<(String, String), ApiError> {
+    let kept = inventory(app, client, node, false).await?;
+    if let (Ok(volid), Ok(storage)) = (
+        resolve_template(&kept, node, template),
+        resolve_storage(&kept, node, storage),
+    ) {
+        return Ok((volid, storage));
+    }
+    let current = inventory(app, client, node, true).await?;
+    Ok((
+        resolve_template(&current, node, template)?,
+        resolve_storage(&current, node, storage)?,
+    ))
+}
+
 /// Resolves a template name to a volume id on the node: a full volid must exist there; a short
 /// name matches the file name or its beginning (`debian-12`).
-async fn resolve_template(client: &Client, node: &str, template: &str) -> Result<String, ApiError> {
-    let storages = client.storages(node, Some("vztmpl")).await?;
-    let mut volumes = Vec::new();
-    for storage in storages.iter().filter(|storage| storage.holds("vztmpl")) {
-        volumes.extend(
-            client
-                .storage_content(node, &storage.storage, Some("vztmpl"))
-                .await?
-                .into_iter()
-                .map(|volume| volume.volid),
-        );
-    }
-    volumes.sort();
+fn resolve_template(inventory: &Inventory, node: &str, template: &str) -> Result<String, ApiError> {
+    let volumes = &inventory.templates;
     let file_name = |volid: &str| {
         volid
             .rsplit_once('/')
@@ -509,13 +551,13 @@ async fn resolve_template(client: &Client, node: &str, template: &str) -> Result
 
 /// The storage for root disks: the named one if it holds `rootdir`, else the first that does
 /// (`local-lvm` preferred).
-async fn resolve_storage(
-    client: &Client,
+fn resolve_storage(
+    inventory: &Inventory,
     node: &str,
     wanted: Option<&str>,
 ) -> Result<String, ApiError> {
-    let storages = client.storages(node, None).await?;
-    let usable: Vec<&str> = storages
+    let usable: Vec<&str> = inventory
+        .storages
         .iter()
         .filter(|storage| storage.holds("rootdir"))
         .map(|storage| storage.storage.as_str())
@@ -829,8 +871,14 @@ async fn create_instance(app: Arc<App>, request: ApiRequest, wanted: Option<u32>
     }
     check_quota(&app, &owner, None, create.cpu, create.memory, create.disk)?;
     let (node, client) = choose_node(&app, create.node.as_deref()).await?;
-    let ostemplate = resolve_template(&client, &node, &create.template).await?;
-    let storage = resolve_storage(&client, &node, create.storage.as_deref()).await?;
+    let (ostemplate, storage) = resolve_placement(
+        &app,
+        &client,
+        &node,
+        &create.template,
+        create.storage.as_deref(),
+    )
+    .await?;
     let now = crate::clock::now_rfc3339();
     let mut record = InstanceRecord {
         id: 0,
@@ -847,7 +895,8 @@ async fn create_instance(app: Arc<App>, request: ApiRequest, wanted: Option<u32>
         created_at: now.clone(),
         updated_at: now,
     };
-    let vmid = match lifecycle::reserve_vmid(&app, &client, wanted, &mut record).await {
+    let vmid = match lifecycle::reserve_vmid(&app, &client, &node, wanted, false, &mut record).await
+    {
         Ok(vmid) => vmid,
         Err(ReserveError::Taken(id)) => {
             return Err(conflict(
@@ -992,7 +1041,8 @@ async fn delete_instance(app: Arc<App>, request: ApiRequest) -> ApiResult {
         check_changeable(&principal, &record)?;
     }
     let previous = record.state.clone();
-    lifecycle::update_instance(&app, id, |record| record.state = "destroying".into())?;
+    // The task written next makes this durable; lost in a crash before it, nothing happened.
+    lifecycle::update_instance_buffered(&app, id, |record| record.state = "destroying".into())?;
     let task = NewTask::new(lifecycle::DESTROY, principal.user_id.clone())
         .instance(id)
         .deadline(app.proxmox.deadlines().destroy);

@@ -3,6 +3,8 @@
 //! and the checks that make a non-idempotent call safe to repeat when its outcome is unknown.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::Method;
@@ -242,6 +244,8 @@ pub struct Client {
     token_id: String,
     authorization: http::HeaderValue,
     settings: ClientSettings,
+    /// Requests sent by this client and its clones (each retry counts).
+    requests: Arc<AtomicU64>,
 }
 
 impl fmt::Debug for Client {
@@ -343,7 +347,13 @@ impl Client {
             token_id: endpoint.token_id.clone(),
             authorization,
             settings: endpoint.settings.clone(),
+            requests: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// How many requests this client and its clones have sent, retries included.
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// The API base URL.
@@ -406,6 +416,7 @@ impl Client {
                 )
                 .body(encoded);
         }
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let response = request
             .send()
             .await

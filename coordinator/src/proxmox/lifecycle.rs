@@ -20,7 +20,7 @@ use super::upid::Upid;
 use crate::App;
 use crate::store::records::InstanceRecord;
 use crate::store::{StoreError, Table};
-use crate::tasks::{Phase, TaskContext, TaskFailure, resumable};
+use crate::tasks::{Executor, Phase, RestartPolicy, TaskContext, TaskFailure};
 
 /// Task kinds.
 pub const CREATE: &str = "instance.create";
@@ -132,27 +132,53 @@ pub fn update_instance(
     id: u32,
     change: impl FnOnce(&mut InstanceRecord),
 ) -> Result<Option<InstanceRecord>, StoreError> {
-    app.store.write(|write| {
-        let key = InstanceRecord::key(id);
-        let Some(mut record) = write.get::<InstanceRecord>(Table::Instances, &key)? else {
-            return Ok(None);
-        };
-        change(&mut record);
-        record.updated_at = crate::clock::now_rfc3339();
-        write.put(Table::Instances, &key, &record)?;
-        Ok(Some(record))
-    })
+    app.store
+        .write_grouped(|write| change_record(write, id, change))
+}
+
+/// Like [`update_instance`], but durable only with the next durable commit: for a change that
+/// a durable task state change follows at once, and that the task redoes when a crash loses it.
+pub fn update_instance_buffered(
+    app: &App,
+    id: u32,
+    change: impl FnOnce(&mut InstanceRecord),
+) -> Result<Option<InstanceRecord>, StoreError> {
+    app.store
+        .write_buffered(|write| change_record(write, id, change))
+}
+
+fn change_record(
+    write: &mut crate::store::Write<'_>,
+    id: u32,
+    change: impl FnOnce(&mut InstanceRecord),
+) -> Result<Option<InstanceRecord>, StoreError> {
+    let key = InstanceRecord::key(id);
+    let Some(mut record) = write.get::<InstanceRecord>(Table::Instances, &key)? else {
+        return Ok(None);
+    };
+    change(&mut record);
+    record.updated_at = crate::clock::now_rfc3339();
+    write.put(Table::Instances, &key, &record)?;
+    Ok(Some(record))
 }
 
 fn remove_instance(app: &App, id: u32) -> Result<(), StoreError> {
     app.store
-        .delete(Table::Instances, &InstanceRecord::key(id))
+        .write_grouped(|write| write.delete(Table::Instances, &InstanceRecord::key(id)))
+        .map(drop)
+}
+
+/// Removes the record of `id` without a flush of its own (the task's end, written next, makes
+/// it durable; a crash before that leaves the task to run again and remove it again).
+fn remove_instance_buffered(app: &App, id: u32) -> Result<(), StoreError> {
+    app.store
+        .write_buffered(|write| write.delete(Table::Instances, &InstanceRecord::key(id)))
         .map(drop)
 }
 
 /// Writes `record` under its id unless that id is taken; true when written.
 pub fn insert_instance(app: &App, record: &InstanceRecord) -> Result<bool, StoreError> {
-    app.store.write(|write| {
+    app.store.write_grouped(|write| {
         let key = InstanceRecord::key(record.id);
         if write
             .get::<InstanceRecord>(Table::Instances, &key)?
@@ -179,44 +205,89 @@ pub enum ReserveError {
 }
 
 /// Reserves a VMID by writing `record` (state `creating`) under it. With `wanted`, exactly
-/// that id or [`ReserveError::Taken`]; without, Proxmox's next free id or the first free one
-/// after it. Proxmox's nextid reserves nothing, so the store's insert-if-absent is what keeps
-/// two concurrent creates apart; a container created outside the coordinator between this
-/// check and the create is handled by the create task (it takes the next id).
+/// that id or [`ReserveError::Taken`] (taken in the store or, as nextid tells, in Proxmox).
+/// Without, the first id free in the store from where `node`'s search starts (Proxmox's
+/// nextid, kept for a while, see [`super::registry::Registry::vmid_hint`]); `fresh` reads nextid
+/// again first. Proxmox's nextid reserves nothing, so the store's insert-if-absent is what
+/// keeps two concurrent creates apart, and an id taken in Proxmox meanwhile (outside the
+/// coordinator, or a stale start) is refused by the create call itself: the create task then
+/// moves the reservation on.
 pub async fn reserve_vmid(
     app: &App,
     client: &Client,
+    node: &str,
     wanted: Option<u32>,
+    fresh: bool,
     record: &mut InstanceRecord,
 ) -> Result<u32, ReserveError> {
-    const TRIES: u32 = 32;
-    let mut candidate = match wanted {
-        Some(id) => id,
-        None => client.next_id(None).await?,
-    };
-    for _ in 0..TRIES {
-        let taken_here = instance(app, candidate)?.is_some();
-        let free_there = if taken_here {
-            false
+    if let Some(id) = wanted {
+        if instance(app, id)?.is_some() {
+            return Err(ReserveError::Taken(id));
+        }
+        match client.next_id(Some(id)).await {
+            Ok(_) => {}
+            Err(error) if error.class() == ErrorClass::AlreadyExists => {
+                return Err(ReserveError::Taken(id));
+            }
+            Err(error) => return Err(error.into()),
+        }
+        record.id = id;
+        return if insert_instance(app, record)? {
+            Ok(id)
         } else {
-            match client.next_id(Some(candidate)).await {
-                Ok(_) => true,
-                Err(error) if error.class() == ErrorClass::AlreadyExists => false,
-                Err(error) => return Err(error.into()),
-            }
+            Err(ReserveError::Taken(id))
         };
-        if free_there {
-            record.id = candidate;
-            if insert_instance(app, record)? {
-                return Ok(candidate);
+    }
+    let mut start = app.proxmox.vmid_hint(node, client, fresh).await?;
+    if !fresh {
+        return insert_at_first_free(app, record, start)?.ok_or(ReserveError::Exhausted(SEARCH));
+    }
+    // After a refusal each candidate is also checked with Proxmox, so that a range of ids
+    // taken outside the coordinator is crossed here rather than by refused creates.
+    const CHECKS: u32 = 32;
+    for _ in 0..CHECKS {
+        let candidate =
+            insert_at_first_free(app, record, start)?.ok_or(ReserveError::Exhausted(SEARCH))?;
+        match client.next_id(Some(candidate)).await {
+            Ok(_) => return Ok(candidate),
+            Err(error) => {
+                remove_instance(app, candidate)?;
+                if error.class() != ErrorClass::AlreadyExists {
+                    return Err(error.into());
+                }
+                app.proxmox.vmid_taken(node, candidate);
+                start = candidate.saturating_add(1);
             }
         }
-        if wanted.is_some() {
-            return Err(ReserveError::Taken(candidate));
-        }
-        candidate = candidate.saturating_add(1);
     }
-    Err(ReserveError::Exhausted(TRIES))
+    Err(ReserveError::Exhausted(CHECKS))
+}
+
+/// How many ids the search for a free VMID looks at.
+const SEARCH: u32 = 100_000;
+
+/// Writes `record` under the first id from `start` on that no record has, in one transaction.
+fn insert_at_first_free(
+    app: &App,
+    record: &mut InstanceRecord,
+    start: u32,
+) -> Result<Option<u32>, StoreError> {
+    // Buffered: the task written next makes the reservation durable, and a reservation lost
+    // in a crash before it was never acted on.
+    app.store.write_buffered(|write| {
+        for candidate in (start..=999_999_999).take(SEARCH as usize) {
+            let key = InstanceRecord::key(candidate);
+            if write
+                .get::<InstanceRecord>(Table::Instances, &key)?
+                .is_none()
+            {
+                record.id = candidate;
+                write.put(Table::Instances, &key, record)?;
+                return Ok(Some(candidate));
+            }
+        }
+        Ok(None)
+    })
 }
 
 /// How long a task may still wait for Proxmox: until shortly before its own deadline.
@@ -247,46 +318,105 @@ async fn wait_for(
     }
 }
 
+/// A lifecycle executor: it moves its task to `running` before it calls Proxmox (and calls
+/// nothing when that write fails), and resumes after a restart when `resume` is set.
+struct Lifecycle<F> {
+    run: F,
+    resume: bool,
+}
+
+impl<F, Work> Executor for Lifecycle<F>
+where
+    F: Fn(TaskContext) -> Work + Send + Sync + 'static,
+    Work: std::future::Future<Output = Result<Value, TaskFailure>> + Send + 'static,
+{
+    fn run(
+        &self,
+        context: TaskContext,
+    ) -> futures_util::future::BoxFuture<'static, Result<Value, TaskFailure>> {
+        Box::pin((self.run)(context))
+    }
+
+    fn on_restart(&self) -> RestartPolicy {
+        if self.resume {
+            RestartPolicy::Resume
+        } else {
+            RestartPolicy::Fail
+        }
+    }
+
+    fn sets_state_first(&self) -> bool {
+        true
+    }
+}
+
 /// Registers every executor of this module. Executors hold the application weakly.
 pub fn register(app: &Arc<App>) {
     let weak = Arc::downgrade(app);
     let create_app = weak.clone();
     app.tasks.register(
         CREATE,
-        resumable(move |context: TaskContext| {
-            let app = create_app.clone();
-            async move { create(app_of(&app)?, context).await }
-        }),
+        Lifecycle {
+            run: move |context: TaskContext| {
+                let app = create_app.clone();
+                async move { create(app_of(&app)?, context).await }
+            },
+            resume: true,
+        },
     );
     let power_app = weak.clone();
     app.tasks.register(
         POWER,
-        resumable(move |context: TaskContext| {
-            let app = power_app.clone();
-            async move { power(app_of(&app)?, context).await }
-        }),
+        Lifecycle {
+            run: move |context: TaskContext| {
+                let app = power_app.clone();
+                async move { power(app_of(&app)?, context).await }
+            },
+            resume: true,
+        },
     );
     let update_app = weak.clone();
     app.tasks.register(
         UPDATE,
-        resumable(move |context: TaskContext| {
-            let app = update_app.clone();
-            async move { update(app_of(&app)?, context).await }
-        }),
+        Lifecycle {
+            run: move |context: TaskContext| {
+                let app = update_app.clone();
+                async move { update(app_of(&app)?, context).await }
+            },
+            resume: true,
+        },
     );
     let destroy_app = weak.clone();
     app.tasks.register(
         DESTROY,
-        resumable(move |context: TaskContext| {
-            let app = destroy_app.clone();
-            async move { destroy(app_of(&app)?, context).await }
-        }),
+        Lifecycle {
+            run: move |context: TaskContext| {
+                let app = destroy_app.clone();
+                async move { destroy(app_of(&app)?, context).await }
+            },
+            resume: true,
+        },
     );
     let download_app = weak;
-    app.tasks.register(DOWNLOAD, move |context: TaskContext| {
-        let app = download_app.clone();
-        async move { download(app_of(&app)?, context).await }
-    });
+    app.tasks.register(
+        DOWNLOAD,
+        Lifecycle {
+            run: move |context: TaskContext| {
+                let app = download_app.clone();
+                async move { download(app_of(&app)?, context).await }
+            },
+            resume: false,
+        },
+    );
+}
+
+/// Moves the task to `running`; the executor stops when that cannot be written (the task was
+/// cancelled meanwhile, or the store failed), before anything is sent to Proxmox.
+fn start_running(context: &TaskContext) -> Result<(), TaskFailure> {
+    context
+        .set_state(Phase::Running)
+        .map(drop)
+        .map_err(TaskFailure::from)
 }
 
 fn input_of<T: serde::de::DeserializeOwned>(context: &TaskContext) -> Result<T, TaskFailure> {
@@ -312,7 +442,7 @@ async fn create(app: Arc<App>, context: TaskContext) -> Result<Value, TaskFailur
         .proxmox
         .client(&app.store, &node)
         .map_err(registry_failure)?;
-    let _ = context.set_state(Phase::Running);
+    start_running(&context)?;
     let password = app.proxmox.take_password(vmid);
     let since = since_of(&record);
 
@@ -324,7 +454,7 @@ async fn create(app: Arc<App>, context: TaskContext) -> Result<Value, TaskFailur
             upid = Some(found);
         } else if let Ok(true) = client.container_exists(&node, vmid).await {
             log(&context, "resuming: the container exists already");
-            return finish_create(&app, &client, &node, vmid, &input).await;
+            return finish_create(&app, &client, &node, vmid, &input, false).await;
         }
     }
     let upid = match upid {
@@ -352,8 +482,10 @@ async fn create(app: Arc<App>, context: TaskContext) -> Result<Value, TaskFailur
                     description: None,
                 };
                 let result = client.create_container(&node, &spec).await;
+                // Only a run before a restart can have sent this create already.
                 if let Err(error) = &result
                     && error.class() == ErrorClass::AlreadyExists
+                    && context.attempt > 1
                     && let Ok(Some(found)) =
                         client.find_own_task(&node, vmid, "vzcreate", since).await
                 {
@@ -371,7 +503,7 @@ async fn create(app: Arc<App>, context: TaskContext) -> Result<Value, TaskFailur
                             && input.auto_id
                             && rounds < 5 =>
                     {
-                        let next = move_reservation(&app, &client, vmid).await?;
+                        let next = move_reservation(&app, &client, &node, vmid).await?;
                         log(
                             &context,
                             format!("VMID {vmid} was taken outside the coordinator; using {next}"),
@@ -395,7 +527,7 @@ async fn create(app: Arc<App>, context: TaskContext) -> Result<Value, TaskFailur
     log(&context, format!("Proxmox task {upid}"));
     let _ = context.progress(10, "creating the container");
     match wait_for(&client, &upid, &context).await {
-        Ok(_) => finish_create(&app, &client, &node, vmid, &input).await,
+        Ok(_) => finish_create(&app, &client, &node, vmid, &input, true).await,
         Err(error) => {
             log(&context, format!("the create failed: {error}"));
             settle_failed_create(&app, &client, &node, vmid, &upid, &context).await;
@@ -405,7 +537,12 @@ async fn create(app: Arc<App>, context: TaskContext) -> Result<Value, TaskFailur
 }
 
 /// Moves a reservation to the next free VMID (the old one was taken outside the coordinator).
-async fn move_reservation(app: &App, client: &Client, from: u32) -> Result<u32, TaskFailure> {
+async fn move_reservation(
+    app: &App,
+    client: &Client,
+    node: &str,
+    from: u32,
+) -> Result<u32, TaskFailure> {
     let Some(mut record) = instance(app, from).map_err(store_failure)? else {
         return Err(TaskFailure::new(
             "instance_gone",
@@ -413,32 +550,42 @@ async fn move_reservation(app: &App, client: &Client, from: u32) -> Result<u32, 
         ));
     };
     record.state = "creating".into();
-    let next = match reserve_vmid(app, client, None, &mut record).await {
+    let next = match reserve_vmid(app, client, node, None, true, &mut record).await {
         Ok(next) => next,
         Err(ReserveError::Proxmox(error)) => return Err(failure_of(&error)),
         Err(error) => return Err(TaskFailure::new("no_vmid", error.to_string())),
     };
+    app.proxmox.vmid_taken(node, from);
     remove_instance(app, from).map_err(store_failure)?;
     Ok(next)
 }
 
+/// Marks the record ready. `waited`: this run saw the create task succeed, so the container
+/// is running when the create started it and stopped otherwise; else Proxmox is asked.
 async fn finish_create(
     app: &App,
     client: &Client,
     node: &str,
     vmid: u32,
     input: &CreateInput,
+    waited: bool,
 ) -> Result<Value, TaskFailure> {
-    let record = update_instance(app, vmid, |record| {
+    // The task's end, written next, makes this durable; a crash before it resumes the task,
+    // which finds the container and marks the record again.
+    let record = update_instance_buffered(app, vmid, |record| {
         record.state = "ready".into();
         record.node = node.to_string();
     })
     .map_err(store_failure)?;
-    let status = client
-        .container_status(node, vmid)
-        .await
-        .map(|status| status.status)
-        .unwrap_or_else(|_| "unknown".into());
+    let status = if waited {
+        if input.start { "running" } else { "stopped" }.to_string()
+    } else {
+        client
+            .container_status(node, vmid)
+            .await
+            .map(|status| status.status)
+            .unwrap_or_else(|_| "unknown".into())
+    };
     Ok(json!({
         "id": vmid,
         "node": node,
@@ -529,7 +676,7 @@ async fn power(app: Arc<App>, context: TaskContext) -> Result<Value, TaskFailure
         .proxmox
         .client(&app.store, &record.node)
         .map_err(registry_failure)?;
-    let _ = context.set_state(Phase::Running);
+    start_running(&context)?;
     let mut outcome = None;
     if context.attempt > 1
         && let Ok(Some(found)) = client
@@ -567,11 +714,16 @@ async fn power(app: Arc<App>, context: TaskContext) -> Result<Value, TaskFailure
         }
         _ => {}
     }
-    let status = client
-        .container_status(&record.node, record.id)
-        .await
-        .map(|status| status.status)
-        .unwrap_or_else(|_| "unknown".into());
+    // Once the action's task succeeded (or Proxmox said it was done already), a start or stop
+    // leaves the container in its goal state; the other actions' outcome is read.
+    let status = match action.goal() {
+        Some(goal) => goal.to_string(),
+        None => client
+            .container_status(&record.node, record.id)
+            .await
+            .map(|status| status.status)
+            .unwrap_or_else(|_| "unknown".into()),
+    };
     Ok(json!({
         "id": record.id,
         "action": input.action,
@@ -587,7 +739,7 @@ async fn update(app: Arc<App>, context: TaskContext) -> Result<Value, TaskFailur
         .proxmox
         .client(&app.store, &record.node)
         .map_err(registry_failure)?;
-    let _ = context.set_state(Phase::Running);
+    start_running(&context)?;
     let mut changes: Vec<(&str, String)> = Vec::new();
     if let Some(cpu) = input.cpu {
         changes.push(("cores", cpu.to_string()));
@@ -667,49 +819,55 @@ async fn destroy(app: Arc<App>, context: TaskContext) -> Result<Value, TaskFailu
         .proxmox
         .client(&app.store, &record.node)
         .map_err(registry_failure)?;
-    let _ = context.set_state(Phase::Running);
+    start_running(&context)?;
     let restore = |app: &App| {
         let _ = update_instance(app, record.id, |record| record.state = "ready".into());
     };
-    match client.container_status(&record.node, record.id).await {
-        Ok(status) if status.is_running() => {
-            log(&context, "stopping the container");
-            let outcome = client
-                .power(&record.node, record.id, PowerAction::Stop)
-                .await;
-            let waited = match outcome {
-                Ok(PowerOutcome::Task(upid)) => wait_for(&client, &upid, &context).await.map(drop),
-                Ok(PowerOutcome::AlreadyDone) => Ok(()),
-                Err(error) => Err(error),
-            };
-            if let Err(error) = waited {
-                restore(&app);
-                return Err(failure_of(&error));
-            }
-        }
-        Ok(_) => {}
-        Err(error) if error.class() == ErrorClass::NotFound => {}
-        Err(error) => {
+    // The destroy is sent straight away: Proxmox refuses it for a running container without
+    // changing anything, and only then is the container stopped and the destroy sent again.
+    let mut stopped = false;
+    let destroyed = loop {
+        let error = match client.destroy_container(&record.node, record.id).await {
+            Ok(destroyed) => break destroyed,
+            Err(error) => error,
+        };
+        let running = !stopped
+            && error.class() == ErrorClass::Other
+            && matches!(
+                client.container_status(&record.node, record.id).await,
+                Ok(status) if status.is_running()
+            );
+        if !running {
             restore(&app);
             return Err(failure_of(&error));
         }
-    }
-    match client.destroy_container(&record.node, record.id).await {
-        Ok(Some(upid)) => {
+        log(&context, "stopping the container");
+        let outcome = client
+            .power(&record.node, record.id, PowerAction::Stop)
+            .await;
+        let waited = match outcome {
+            Ok(PowerOutcome::Task(upid)) => wait_for(&client, &upid, &context).await.map(drop),
+            Ok(PowerOutcome::AlreadyDone) => Ok(()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = waited {
+            restore(&app);
+            return Err(failure_of(&error));
+        }
+        stopped = true;
+    };
+    match destroyed {
+        Some(upid) => {
             log(&context, format!("Proxmox task {upid}"));
             if let Err(error) = wait_for(&client, &upid, &context).await {
                 restore(&app);
                 return Err(failure_of(&error));
             }
         }
-        Ok(None) => log(&context, "the container did not exist in Proxmox"),
-        Err(error) => {
-            restore(&app);
-            return Err(failure_of(&error));
-        }
+        None => log(&context, "the container did not exist in Proxmox"),
     }
     revoke_agent_hook(&app, record.id);
-    remove_instance(&app, record.id).map_err(store_failure)?;
+    remove_instance_buffered(&app, record.id).map_err(store_failure)?;
     Ok(json!({ "id": record.id, "destroyed": true }))
 }
 
@@ -727,7 +885,7 @@ async fn download(app: Arc<App>, context: TaskContext) -> Result<Value, TaskFail
         .proxmox
         .client(&app.store, &input.node)
         .map_err(registry_failure)?;
-    let _ = context.set_state(Phase::Running);
+    start_running(&context)?;
     let upid = client
         .download_appliance(&input.node, &input.storage, &input.template)
         .await

@@ -3,11 +3,13 @@
 //! unregistered or the settings change.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use super::client::{Client, ClientSettings, Endpoint};
 use super::error::ProxmoxError;
 use super::tls::{self, Trust};
+use super::types::StorageSummary;
 use crate::store::records::ProxmoxNodeRecord;
 use crate::store::{Store, StoreError, Table};
 
@@ -31,6 +33,23 @@ pub struct Registry {
     deadlines: RwLock<super::lifecycle::Deadlines>,
     /// The built-in simulator of development mode, kept alive while the coordinator runs.
     pub(crate) dev_simulator: tokio::sync::Mutex<Option<pvesim::Simulator>>,
+    /// Per node: where the search for a free VMID starts (Proxmox's nextid as last read).
+    vmid_hints: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Per node: its storages and templates as last read.
+    inventories: Mutex<HashMap<String, (Arc<Inventory>, Instant)>>,
+}
+
+/// How long a node's nextid answer and its storages and templates are reused. Both are only
+/// starting points: a VMID taken meanwhile is refused by the create call (the create moves to
+/// another id), and a template or storage not found in a kept inventory is looked up again.
+pub const LOOKUP_LIFETIME: Duration = Duration::from_secs(30);
+
+/// What a node offers to new containers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inventory {
+    pub storages: Vec<StorageSummary>,
+    /// The volume ids of every container template on the node's template storages, sorted.
+    pub templates: Vec<String>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -74,6 +93,12 @@ pub fn trust_of(record: &ProxmoxNodeRecord) -> Result<Trust, ProxmoxError> {
     })
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl Registry {
     pub fn new(settings: ClientSettings) -> Registry {
         Registry {
@@ -82,6 +107,8 @@ impl Registry {
             passwords: std::sync::Mutex::new(HashMap::new()),
             deadlines: RwLock::new(super::lifecycle::Deadlines::default()),
             dev_simulator: tokio::sync::Mutex::new(None),
+            vmid_hints: Mutex::new(HashMap::new()),
+            inventories: Mutex::new(HashMap::new()),
         }
     }
 
@@ -174,12 +201,55 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = deadlines;
     }
 
-    /// Drops the cached client of a node (after it was unregistered).
+    /// Drops the cached client of a node (after it was unregistered) and what was read from it.
     pub fn forget(&self, node: &str) {
         self.clients
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(node);
+        lock(&self.vmid_hints).remove(node);
+        lock(&self.inventories).remove(node);
+    }
+
+    /// Where the search for a free VMID on `node` starts: Proxmox's nextid, read again once
+    /// it is older than [`LOOKUP_LIFETIME`] or when `fresh`. Nothing is reserved by it.
+    pub async fn vmid_hint(
+        &self,
+        node: &str,
+        client: &Client,
+        fresh: bool,
+    ) -> Result<u32, ProxmoxError> {
+        if !fresh
+            && let Some((hint, read_at)) = lock(&self.vmid_hints).get(node)
+            && read_at.elapsed() < LOOKUP_LIFETIME
+        {
+            return Ok(*hint);
+        }
+        let next = client.next_id(None).await?;
+        lock(&self.vmid_hints).insert(node.to_string(), (next, Instant::now()));
+        Ok(next)
+    }
+
+    /// Moves the start of the VMID search on `node` past `taken`, which Proxmox refused.
+    pub fn vmid_taken(&self, node: &str, taken: u32) {
+        if let Some((hint, _)) = lock(&self.vmid_hints).get_mut(node) {
+            *hint = (*hint).max(taken.saturating_add(1));
+        }
+    }
+
+    /// The inventory of `node` read less than [`LOOKUP_LIFETIME`] ago, if any.
+    pub fn inventory(&self, node: &str) -> Option<Arc<Inventory>> {
+        lock(&self.inventories)
+            .get(node)
+            .filter(|(_, read_at)| read_at.elapsed() < LOOKUP_LIFETIME)
+            .map(|(inventory, _)| inventory.clone())
+    }
+
+    /// Keeps what was just read from `node`.
+    pub fn keep_inventory(&self, node: &str, inventory: Inventory) -> Arc<Inventory> {
+        let inventory = Arc::new(inventory);
+        lock(&self.inventories).insert(node.to_string(), (inventory.clone(), Instant::now()));
+        inventory
     }
 
     /// Every registered node.

@@ -10,6 +10,7 @@ pub mod tables;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Serialize;
@@ -60,6 +61,46 @@ database_error!(
 #[derive(Clone)]
 pub struct Store {
     database: Arc<Database>,
+    counts: Arc<CommitCounts>,
+    flushes: Arc<Flushes>,
+}
+
+/// Group commit: writers commit without flushing, then wait until one flush covers them. A
+/// flush is an empty durable commit, which makes every earlier commit durable; writers that
+/// commit while a flush is under way share the next one.
+#[derive(Debug, Default)]
+struct Flushes {
+    state: std::sync::Mutex<FlushState>,
+    finished: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct FlushState {
+    /// Numbers the grouped commits in the order they were counted after committing.
+    committed: u64,
+    /// Every grouped commit up to this number is durable.
+    durable: u64,
+    /// A flush is under way.
+    flushing: bool,
+    /// The last flush failed (the commits up to this number may not be durable, and their
+    /// writers fail); a later writer flushes anew.
+    failed: Option<(u64, String)>,
+}
+
+/// Counters of write transactions since the store was opened.
+#[derive(Debug, Default)]
+struct CommitCounts {
+    commits: AtomicU64,
+    flushes: AtomicU64,
+}
+
+/// Write activity since the store was opened: `commits` counts transactions that changed
+/// something, `flushes` the waits for the disk (a plain write's commit, or a flush shared by
+/// grouped writes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    pub commits: u64,
+    pub flushes: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -119,6 +160,8 @@ impl Store {
         transaction.commit()?;
         Ok(Store {
             database: Arc::new(database),
+            counts: Arc::new(CommitCounts::default()),
+            flushes: Arc::new(Flushes::default()),
         })
     }
 
@@ -144,6 +187,8 @@ impl Store {
         };
         let result = work(&mut write)?;
         transaction.commit().map_err(StoreError::from)?;
+        self.counts.commits.fetch_add(1, Ordering::Relaxed);
+        self.counts.flushes.fetch_add(1, Ordering::Relaxed);
         Ok(result)
     }
 
@@ -170,7 +215,92 @@ impl Store {
         };
         let result = work(&mut write)?;
         transaction.commit().map_err(StoreError::from)?;
+        self.counts.commits.fetch_add(1, Ordering::Relaxed);
         Ok(result)
+    }
+
+    /// Like [`Store::write`] (the changes are durable when it returns), but concurrent writers
+    /// share one flush to disk: each commits without flushing and then waits for a flush that
+    /// covers its commit. Under load this turns one flush per write into one per group; alone
+    /// it costs what [`Store::write`] does. The changes are visible to other transactions a
+    /// moment before they are durable, so a reader may see what a crash in that moment loses;
+    /// the writer itself never goes on before its changes are durable.
+    pub fn write_grouped<R, E: From<StoreError>>(
+        &self,
+        work: impl FnOnce(&mut Write<'_>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        blocking(|| {
+            let result = self.write_buffered_now(work)?;
+            let number = {
+                let mut state = self.flush_state();
+                state.committed += 1;
+                state.committed
+            };
+            self.flush_through(number)?;
+            Ok(result)
+        })
+    }
+
+    fn flush_state(&self) -> std::sync::MutexGuard<'_, FlushState> {
+        self.flushes
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Blocks until grouped commit `number` is durable, flushing when no flush is under way.
+    fn flush_through(&self, number: u64) -> Result<(), StoreError> {
+        let mut state = self.flush_state();
+        loop {
+            if state.durable >= number {
+                return Ok(());
+            }
+            if state.flushing {
+                state = self
+                    .flushes
+                    .finished
+                    .wait(state)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                if state.durable < number
+                    && let Some((covered, message)) = &state.failed
+                    && number <= *covered
+                {
+                    return Err(StoreError::Database(message.clone()));
+                }
+                continue;
+            }
+            // Every commit counted so far finished before this flush begins, so the flush
+            // covers it.
+            let target = state.committed;
+            state.flushing = true;
+            state.failed = None;
+            drop(state);
+            let outcome = self.flush_now();
+            state = self.flush_state();
+            state.flushing = false;
+            match &outcome {
+                Ok(()) => state.durable = state.durable.max(target),
+                Err(error) => state.failed = Some((target, error.to_string())),
+            }
+            self.flushes.finished.notify_all();
+            outcome?;
+        }
+    }
+
+    /// An empty durable commit: makes every earlier commit durable.
+    fn flush_now(&self) -> Result<(), StoreError> {
+        let transaction = self.database.begin_write()?;
+        transaction.commit()?;
+        self.counts.flushes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// How many transactions committed since the store was opened.
+    pub fn commit_stats(&self) -> CommitStats {
+        CommitStats {
+            commits: self.counts.commits.load(Ordering::Relaxed),
+            flushes: self.counts.flushes.load(Ordering::Relaxed),
+        }
     }
 
     /// Runs `work` against one consistent snapshot.
@@ -362,5 +492,76 @@ mod tests {
             .unwrap();
         assert_eq!(found.len(), 2);
         assert_eq!(found[1].0, "a/2");
+    }
+
+    #[test]
+    fn concurrent_grouped_writes_share_flushes_and_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let before = store.commit_stats();
+        std::thread::scope(|scope| {
+            for thread in 0..8 {
+                let store = store.clone();
+                scope.spawn(move || {
+                    for index in 0..25 {
+                        store
+                            .write_grouped(|write| {
+                                write.put(Table::Meta, &format!("{thread}/{index:02}"), &index)
+                            })
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let after = store.commit_stats();
+        assert_eq!(after.commits - before.commits, 200);
+        assert!(
+            after.flushes - before.flushes < 200,
+            "concurrent writers share flushes: {after:?}"
+        );
+        let failed: Result<(), StoreError> = store.write_grouped(|write| {
+            write.put(Table::Meta, "refused", &1u32)?;
+            Err(StoreError::Database("refused on purpose".into()))
+        });
+        assert!(failed.is_err());
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        let all: Vec<(String, u32)> = store.list(Table::Meta).unwrap();
+        assert_eq!(all.len(), 200);
+        assert_eq!(store.get::<u32>(Table::Meta, "refused").unwrap(), None);
+    }
+
+    /// Run in a child process: writes, then aborts without closing the store.
+    const ABORT_CHILD: &str = "HOSTPLANE_STORE_ABORT_CHILD";
+
+    #[test]
+    fn a_grouped_write_survives_an_abort_right_after_it_returns() {
+        if let Some(dir) = std::env::var_os(ABORT_CHILD) {
+            let store = Store::open(Path::new(&dir)).unwrap();
+            store
+                .write_grouped(|write| write.put(Table::Meta, "grouped", &1u32))
+                .unwrap();
+            store
+                .write_buffered(|write| write.put(Table::Meta, "buffered", &2u32))
+                .unwrap();
+            std::process::abort();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "store::tests::a_grouped_write_survives_an_abort_right_after_it_returns",
+                "--test-threads=1",
+            ])
+            .env(ABORT_CHILD, dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "the child aborts");
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.get::<u32>(Table::Meta, "grouped").unwrap(), Some(1));
+        // What only a buffered write held is lost: the abort really skipped every flush.
+        assert_eq!(store.get::<u32>(Table::Meta, "buffered").unwrap(), None);
     }
 }

@@ -174,10 +174,19 @@ pub fn active_ids(store: &Store) -> Result<Vec<String>, TaskError> {
     Ok(active.into_iter().map(|(id, _kind)| id).collect())
 }
 
+/// How a change is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Durable before the call returns (concurrent writers share one flush to disk).
+    Durable,
+    /// Durable with the next durable commit; a crash before it loses the change.
+    Buffered,
+}
+
 /// Stores a new task, or, when the owner already used its idempotency key within the window,
 /// returns that first task and `true`.
 pub fn create(store: &Store, task: &Task, now: OffsetDateTime) -> Result<(Task, bool), TaskError> {
-    store.write(|write| {
+    store.write_grouped(|write| {
         if let Some(key) = &task.idempotency_key {
             let index = idempotency_key(&task.owner, key);
             let earlier: Option<IdempotencyRecord> = write.get(Table::TaskIdempotency, &index)?;
@@ -225,14 +234,30 @@ pub fn insert(write: &mut Write<'_>, task: &Task) -> Result<(), TaskError> {
 }
 
 /// Applies one change and stores it with its indexes; returns the task before and after.
+/// Progress is buffered (it is not worth a flush: it becomes durable with the next state
+/// change); every other change is durable when this returns.
 pub fn change(
     store: &Store,
     id: &str,
     change: Change,
     now: OffsetDateTime,
 ) -> Result<(Task, Task), TaskError> {
-    // Progress is not worth an fsync: it becomes durable with the next state change.
-    let buffered = matches!(change, Change::Progress(_));
+    let commit = if matches!(change, Change::Progress(_)) {
+        Commit::Buffered
+    } else {
+        Commit::Durable
+    };
+    change_as(store, id, change, now, commit)
+}
+
+/// [`change`], committed as `commit` says.
+pub fn change_as(
+    store: &Store,
+    id: &str,
+    change: Change,
+    now: OffsetDateTime,
+    commit: Commit,
+) -> Result<(Task, Task), TaskError> {
     let work = |write: &mut Write<'_>| {
         let before: Task = write
             .get(Table::Tasks, id)?
@@ -259,10 +284,9 @@ pub fn change(
         }
         Ok((before, after))
     };
-    if buffered {
-        store.write_buffered(work)
-    } else {
-        store.write(work)
+    match commit {
+        Commit::Buffered => store.write_buffered(work),
+        Commit::Durable => store.write_grouped(work),
     }
 }
 

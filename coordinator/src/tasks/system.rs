@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::TaskError;
 use super::machine::{Change, Creation, Progress, Refused, Task, TaskErrorBody, TaskState};
-use super::persist::{self, TaskFilter, TaskPage};
+use super::persist::{self, Commit, TaskFilter, TaskPage};
 use crate::metrics::StateLabel;
 use crate::store::Store;
 use crate::store::records::TaskLogLine;
@@ -151,6 +151,15 @@ pub trait Executor: Send + Sync + 'static {
     fn on_restart(&self) -> RestartPolicy {
         RestartPolicy::Fail
     }
+
+    /// True when `run` moves its task to `sent` or `running` ([`TaskContext::set_state`])
+    /// before it acts on anything outside the coordinator, and acts on nothing when that
+    /// write fails. The driver then counts the attempt without waiting for the disk: the
+    /// state change makes the count durable before anything acts. False (the default): the
+    /// count is durable before `run` is called.
+    fn sets_state_first(&self) -> bool {
+        false
+    }
 }
 
 impl<F, Work> Executor for F
@@ -174,6 +183,10 @@ impl<E: Executor> Executor for Resumable<E> {
 
     fn on_restart(&self) -> RestartPolicy {
         RestartPolicy::Resume
+    }
+
+    fn sets_state_first(&self) -> bool {
+        self.0.sets_state_first()
     }
 }
 
@@ -367,8 +380,18 @@ impl Inner {
 
     /// Applies and stores one change, then updates the gauges and tells watchers.
     fn transition(&self, id: &str, change: Change) -> Result<Task, TaskError> {
+        let commit = if matches!(change, Change::Progress(_)) {
+            Commit::Buffered
+        } else {
+            Commit::Durable
+        };
+        self.transition_as(id, change, commit)
+    }
+
+    /// [`Inner::transition`], committed as `commit` says.
+    fn transition_as(&self, id: &str, change: Change, commit: Commit) -> Result<Task, TaskError> {
         let is_progress = matches!(change, Change::Progress(_));
-        let (before, after) = persist::change(&self.store, id, change, now())?;
+        let (before, after) = persist::change_as(&self.store, id, change, now(), commit)?;
         if before.state != after.state {
             self.state_gauge(before.state).dec();
             self.state_gauge(after.state).inc();
@@ -513,7 +536,14 @@ impl Inner {
                 }
             }
         }
-        let task = self.transition(id, Change::Begin)?;
+        // Counting the attempt needs no flush of its own when the executor's first state
+        // change, written before it acts, makes it durable.
+        let begin = if executor.sets_state_first() {
+            Commit::Buffered
+        } else {
+            Commit::Durable
+        };
+        let task = self.transition_as(id, Change::Begin, begin)?;
         let context = TaskContext {
             id: task.id.clone(),
             kind: task.kind.clone(),
