@@ -497,7 +497,9 @@ async fn resolve_placement(
     template: &str,
     storage: Option<&str>,
 ) -> Result<(String, String), ApiError> {
-    let kept = inventory(app, client, node, false).await?;
+    // What was read a moment ago is trusted only while the node answers; otherwise the node
+    // is asked now, so a create on an unreachable node is refused at once.
+    let kept = inventory(app, client, node, !client.last_call_reached()).await?;
     if let (Ok(volid), Ok(storage)) = (
         resolve_template(&kept, node, template),
         resolve_storage(&kept, node, storage),
@@ -895,24 +897,25 @@ async fn create_instance(app: Arc<App>, request: ApiRequest, wanted: Option<u32>
         created_at: now.clone(),
         updated_at: now,
     };
-    let vmid = match lifecycle::reserve_vmid(&app, &client, &node, wanted, false, &mut record).await
-    {
-        Ok(vmid) => vmid,
-        Err(ReserveError::Taken(id)) => {
-            return Err(conflict(
-                "instance_exists",
-                format!("VMID {id} is already taken"),
-            ));
-        }
-        Err(ReserveError::Exhausted(tries)) => {
-            return Err(ApiError::unavailable(
-                "no_vmid",
-                format!("no free VMID found after {tries} tries"),
-            ));
-        }
-        Err(ReserveError::Proxmox(error)) => return Err(error.into()),
-        Err(ReserveError::Store(error)) => return Err(error.into()),
-    };
+    let checked = !client.last_call_reached();
+    let vmid =
+        match lifecycle::reserve_vmid(&app, &client, &node, wanted, checked, &mut record).await {
+            Ok(vmid) => vmid,
+            Err(ReserveError::Taken(id)) => {
+                return Err(conflict(
+                    "instance_exists",
+                    format!("VMID {id} is already taken"),
+                ));
+            }
+            Err(ReserveError::Exhausted(tries)) => {
+                return Err(ApiError::unavailable(
+                    "no_vmid",
+                    format!("no free VMID found after {tries} tries"),
+                ));
+            }
+            Err(ReserveError::Proxmox(error)) => return Err(error.into()),
+            Err(ReserveError::Store(error)) => return Err(error.into()),
+        };
     if let Some(password) = create.password.clone() {
         app.proxmox.set_password(vmid, password);
     }

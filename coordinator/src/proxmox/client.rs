@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::Method;
@@ -246,6 +246,8 @@ pub struct Client {
     settings: ClientSettings,
     /// Requests sent by this client and its clones (each retry counts).
     requests: Arc<AtomicU64>,
+    /// Whether the last request got an answer from the node.
+    reached: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for Client {
@@ -348,6 +350,7 @@ impl Client {
             authorization,
             settings: endpoint.settings.clone(),
             requests: Arc::new(AtomicU64::new(0)),
+            reached: Arc::new(AtomicBool::new(true)),
         })
     }
 
@@ -386,8 +389,34 @@ impl Client {
         }
     }
 
-    /// One request, no retries. Returns the `data` of the answer.
+    /// One request, no retries. Returns the `data` of the answer, and notes whether the node
+    /// was reached.
     async fn send_once(
+        &self,
+        method: &Method,
+        path: &str,
+        parameters: &[(&str, String)],
+    ) -> Result<Value, ProxmoxError> {
+        let result = self.send_unrecorded(method, path, parameters).await;
+        let reached = match &result {
+            Ok(_) => true,
+            Err(error) => !matches!(
+                error.class(),
+                ErrorClass::Unreachable | ErrorClass::Uncertain
+            ),
+        };
+        self.reached.store(reached, Ordering::Relaxed);
+        result
+    }
+
+    /// False when the last request did not get an answer from the node itself (it could not be
+    /// reached, or the outcome is unknown); true before the first request. Lets callers trust
+    /// what they read from a node a moment ago only while it answers.
+    pub fn last_call_reached(&self) -> bool {
+        self.reached.load(Ordering::Relaxed)
+    }
+
+    async fn send_unrecorded(
         &self,
         method: &Method,
         path: &str,
