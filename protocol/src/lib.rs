@@ -37,6 +37,7 @@ mod frame;
 mod handshake;
 mod message;
 mod task;
+pub mod web;
 
 pub use enrollment_token::{
     EnrollmentToken, MAX_TOKEN_ADDRESS, TOKEN_PREFIX, TOKEN_SECRET_BYTES, TokenError,
