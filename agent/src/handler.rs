@@ -107,7 +107,9 @@ impl Handlers {
 
     /// The handlers this build of the agent has.
     pub fn standard() -> Handlers {
-        Handlers::new().with(PingHandler)
+        Handlers::new()
+            .with(PingHandler)
+            .with(crate::web_handler::WebHandler::debian())
     }
 
     /// Adds a handler after the present ones.
@@ -154,6 +156,23 @@ pub fn operation_name(operation: &Operation) -> &'static str {
         Operation::DatabaseChangePassword { .. } => "database password change",
         Operation::DatabaseDrop { .. } => "database drop",
         Operation::DatabaseDump { .. } => "database dump",
+        Operation::VhostList => "vhost list",
+        Operation::VhostGet { .. } => "vhost read",
+        Operation::VhostPut { .. } => "vhost change",
+        Operation::VhostDelete { .. } => "vhost delete",
+        Operation::VhostSetExtra { .. } => "vhost administrator's block change",
+        Operation::CertificateGet { .. } => "certificate status",
+        Operation::CertificateDeploy { .. } => "certificate deploy",
+        Operation::CertificateRemove { .. } => "certificate remove",
+        Operation::CertificateRecordAttempt { .. } => "certificate attempt record",
+        Operation::CertificateRequestKey { .. } => "certificate key request",
+        Operation::CertificateDeployIssued { .. } => "issued certificate deploy",
+        Operation::AcmeChallengePut { .. } => "ACME challenge answer",
+        Operation::AcmeChallengeRemove { .. } => "ACME challenge removal",
+        Operation::CacheGet { .. } => "cache status",
+        Operation::CacheSet { .. } => "cache change",
+        Operation::CacheDisable { .. } => "cache disable",
+        Operation::CachePurge { .. } => "cache purge",
     }
 }
 

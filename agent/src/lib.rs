@@ -17,6 +17,7 @@ pub mod state;
 pub mod tasks;
 pub mod tls;
 pub mod vhosts;
+pub mod web_handler;
 pub mod wire;
 
 pub use enroll::{EnrollError, EnrollOptions, Enrolled, enroll};
@@ -25,6 +26,7 @@ pub use run::{AgentHandle, AgentState, Phase, RunOptions, run, spawn};
 pub use state::{StateDir, StateError};
 pub use tasks::{FinishedTasks, MemoryFinishedTasks};
 pub use tls::Transport;
+pub use web_handler::WebHandler;
 
 /// The default state directory (certificate, key, CA, finished-task store).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/hostplane-agent";
