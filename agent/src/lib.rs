@@ -21,10 +21,10 @@ pub mod web_handler;
 pub mod wire;
 
 pub use enroll::{EnrollError, EnrollOptions, Enrolled, enroll};
-pub use handler::{Handler, Handlers, PingHandler, TaskContext, TaskEvent};
+pub use handler::{DataChannel, Handler, Handlers, PingHandler, TaskContext, TaskEvent};
 pub use run::{AgentHandle, AgentState, Phase, RunOptions, run, spawn};
 pub use state::{StateDir, StateError};
-pub use tasks::{FinishedTasks, MemoryFinishedTasks};
+pub use tasks::{DiskFinishedTasks, FinishedTasks, MemoryFinishedTasks};
 pub use tls::Transport;
 pub use web_handler::WebHandler;
 

@@ -343,6 +343,44 @@ pub enum Operation {
     },
 }
 
+impl Operation {
+    /// Whether performing the operation changes anything in the container. The agent records
+    /// such a task durably before it starts, so a delivery repeated after the agent restarted
+    /// mid-way is answered as interrupted instead of being done a second time; operations that
+    /// only read (or stream, as a dump does) are simply run again.
+    pub fn changes_state(&self) -> bool {
+        match self {
+            Operation::Ping { .. }
+            | Operation::PackageList { .. }
+            | Operation::DatabaseList { .. }
+            | Operation::DatabaseDump { .. }
+            | Operation::VhostList
+            | Operation::VhostGet { .. }
+            | Operation::CertificateGet { .. }
+            | Operation::CacheGet { .. } => false,
+            Operation::PackageInstall { .. }
+            | Operation::PackageUpgrade { .. }
+            | Operation::PackageRemove { .. }
+            | Operation::DatabaseCreate { .. }
+            | Operation::DatabaseChangePassword { .. }
+            | Operation::DatabaseDrop { .. }
+            | Operation::VhostPut { .. }
+            | Operation::VhostDelete { .. }
+            | Operation::VhostSetExtra { .. }
+            | Operation::CertificateDeploy { .. }
+            | Operation::CertificateRemove { .. }
+            | Operation::CertificateRecordAttempt { .. }
+            | Operation::CertificateRequestKey { .. }
+            | Operation::CertificateDeployIssued { .. }
+            | Operation::AcmeChallengePut { .. }
+            | Operation::AcmeChallengeRemove { .. }
+            | Operation::CacheSet { .. }
+            | Operation::CacheDisable { .. }
+            | Operation::CachePurge { .. } => true,
+        }
+    }
+}
+
 /// One installed package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageInfo {

@@ -23,7 +23,6 @@ pub struct CacheSettings {
     #[serde(alias = "ttl")]
     pub ttl_seconds: u32,
     /// The most disk space the cache may take, in megabytes.
-    #[serde(alias = "max_size")]
     pub max_size_megabytes: u32,
     /// Requests that go around the cache.
     #[serde(default)]
@@ -290,8 +289,10 @@ mod tests {
         }
         let json: PurgeRequest = serde_json::from_str(r#"{"paths":["/x"]}"#).unwrap();
         assert_eq!(json, PurgeRequest::Paths(vec!["/x".into()]));
-        let settings: CacheSettings =
-            serde_json::from_str(r#"{"ttl":60,"max_size":10,"bypass":{"cookies":["s"]}}"#).unwrap();
+        let settings: CacheSettings = serde_json::from_str(
+            r#"{"ttl":60,"max_size_megabytes":10,"bypass":{"cookies":["s"]}}"#,
+        )
+        .unwrap();
         assert_eq!(settings.ttl_seconds, 60);
     }
 }
