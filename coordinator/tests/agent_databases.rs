@@ -175,6 +175,11 @@ async fn mariadb_create_dump_restore_change_password_and_drop() {
 
     let listed = setup.customer("GET", &base, None).await;
     assert_eq!(listed.status, 200, "{:?}", listed.body);
+    assert_eq!(
+        listed.body["engines"],
+        json!(["mariadb"]),
+        "the engines present"
+    );
     let shop = listed.body["data"]
         .as_array()
         .unwrap()
