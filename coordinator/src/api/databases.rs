@@ -121,9 +121,14 @@ fn instance(app: &App, request: &ApiRequest) -> Result<(u32, InstanceRecord), Ap
     Ok((id, require_instance(app, principal, id)?))
 }
 
-/// Every database of both engines; an engine that is not installed has none.
-async fn all_databases(app: &App, id: u32) -> Result<Vec<DatabaseInfo>, ApiError> {
+/// Every database of both engines, and the engines the agent found; an engine that is not
+/// installed (or not running) has none.
+async fn all_databases(
+    app: &App,
+    id: u32,
+) -> Result<(Vec<DatabaseInfo>, Vec<DatabaseEngine>), ApiError> {
     let mut databases = Vec::new();
+    let mut engines = Vec::new();
 
     for engine in [DatabaseEngine::MariaDb, DatabaseEngine::PostgreSql] {
         match app
@@ -135,7 +140,10 @@ async fn all_databases(app: &App, id: u32) -> Result<Vec<DatabaseInfo>, ApiError
             )
             .await
         {
-            Ok(OperationOutput::Databases(found)) => databases.extend(found),
+            Ok(OperationOutput::Databases(found)) => {
+                engines.push(engine);
+                databases.extend(found);
+            }
             Ok(other) => {
                 return Err(ApiError::internal(format!(
                     "the agent answered a database list with {other:?}"
@@ -154,7 +162,7 @@ async fn all_databases(app: &App, id: u32) -> Result<Vec<DatabaseInfo>, ApiError
     }
     databases
         .sort_by(|a, b| (a.name.as_str(), a.engine as u8).cmp(&(b.name.as_str(), b.engine as u8)));
-    Ok(databases)
+    Ok((databases, engines))
 }
 
 /// The database `name`, of `engine` when given: 404 when there is none, 409 when both engines
@@ -167,6 +175,7 @@ async fn find(
 ) -> Result<DatabaseInfo, ApiError> {
     let found: Vec<DatabaseInfo> = all_databases(app, id)
         .await?
+        .0
         .into_iter()
         .filter(|database| database.name == name && engine.is_none_or(|e| e == database.engine))
         .collect();
@@ -187,13 +196,15 @@ async fn list(app: Arc<App>, request: ApiRequest) -> ApiResult {
     let (id, _) = instance(&app, &request)?;
     let page = Page::from_request(&request)?;
     let engine = engine_field(&request)?;
-    let databases: Vec<Value> = all_databases(&app, id)
-        .await?
+    let (databases, engines) = all_databases(&app, id).await?;
+    let databases: Vec<Value> = databases
         .iter()
         .filter(|database| engine.is_none_or(|e| e == database.engine))
         .map(agentwork::database_json)
         .collect();
-    ok(&page.slice(&databases))
+    let mut body = page.slice(&databases);
+    body["engines"] = serde_json::to_value(engines).map_err(ApiError::internal)?;
+    ok(&body)
 }
 
 async fn get(app: Arc<App>, request: ApiRequest) -> ApiResult {
