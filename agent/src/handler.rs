@@ -227,6 +227,7 @@ pub fn operation_name(operation: &Operation) -> &'static str {
         Operation::CacheSet { .. } => "cache change",
         Operation::CacheDisable { .. } => "cache disable",
         Operation::CachePurge { .. } => "cache purge",
+        Operation::CertificateCheck { .. } => "certificate check",
     }
 }
 

@@ -233,6 +233,10 @@ impl<S: WebServer + 'static> WebHandler<S> {
             Operation::CachePurge { vhost, request } => {
                 OperationOutput::CachePurged(ops.purge_cache(vhost.as_str(), request).await?)
             }
+            Operation::CertificateCheck { vhost, upload } => {
+                ops.check_certificate(vhost.as_str(), &upload)?;
+                OperationOutput::Done
+            }
             other => {
                 return Err(WebError::State(format!(
                     "the web handler got a {} operation",
@@ -264,6 +268,7 @@ fn handles(operation: &Operation) -> bool {
             | Operation::CacheSet { .. }
             | Operation::CacheDisable { .. }
             | Operation::CachePurge { .. }
+            | Operation::CertificateCheck { .. }
     )
 }
 

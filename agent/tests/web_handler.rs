@@ -475,6 +475,30 @@ async fn certificates_from_a_key_the_agent_keeps_are_served_and_removed() {
     .await;
     assert_eq!(early.code, ErrorCode::Conflict, "{early}");
 
+    // A check refuses a certificate for other names, naming the field, and deploys nothing.
+    let key = KeyPair::generate().unwrap();
+    let wrong = CertificateParams::new(vec!["other.example".to_string()])
+        .unwrap()
+        .signed_by(&key, &root)
+        .unwrap();
+    let checked = refused(
+        &handlers,
+        Operation::CertificateCheck {
+            vhost: id("s"),
+            upload: protocol::web::CertificateUpload {
+                certificate: wrong.pem(),
+                private_key: protocol::Secret::new(key.serialize_pem()),
+                chain: None,
+                redirect_http: None,
+            },
+        },
+    )
+    .await;
+    assert!(
+        ValidationError::from_error_data(&checked).is_some_and(|fields| fields.has("certificate")),
+        "{checked}"
+    );
+
     // The agent makes the key and a request for every name; the test CA signs the request.
     let OperationOutput::CertificateSigningRequest { csr_der } = ok(
         &handlers,

@@ -25,8 +25,8 @@ use tokio::sync::oneshot;
 
 use crate::App;
 use crate::api::tasks::respond_with_task;
-use crate::api::web_json;
 use crate::api::{ApiError, ApiRequest, ApiResult};
+use crate::api::{vhosts, web_json, web_services};
 use crate::channel::{AgentEvent, ChannelError, RequestEvent};
 use crate::tasks::{Executor, NewTask, Phase, RestartPolicy, TaskContext, TaskFailure};
 
@@ -58,6 +58,16 @@ pub const KINDS: &[(&str, Redelivery)] = &[
     (DATABASE_PASSWORD, Redelivery::Yes),
     (DATABASE_DROP, Redelivery::Yes),
     (DATABASE_DUMP, Redelivery::No),
+    (vhosts::VHOST_CREATE, Redelivery::Yes),
+    (vhosts::VHOST_CHANGE, Redelivery::Yes),
+    (vhosts::VHOST_DELETE, Redelivery::Yes),
+    (vhosts::VHOST_EXTRA, Redelivery::Yes),
+    (web_services::SSL_DEPLOY, Redelivery::Yes),
+    (web_services::SSL_REMOVE, Redelivery::Yes),
+    (web_services::CACHE_ENABLE, Redelivery::Yes),
+    (web_services::CACHE_CHANGE, Redelivery::Yes),
+    (web_services::CACHE_DISABLE, Redelivery::Yes),
+    (web_services::CACHE_PURGE, Redelivery::Yes),
 ];
 
 /// How long an agent task may wait and run, unless the route says otherwise: long enough to
@@ -414,7 +424,7 @@ async fn drive(
 
 /// Waits until the instance's agent connects, the task is cancelled or its deadline passes
 /// (the driver cancels it then).
-async fn wait_for_agent(
+pub(crate) async fn wait_for_agent(
     app: &Arc<App>,
     events: &mut tokio::sync::broadcast::Receiver<AgentEvent>,
     instance: u32,

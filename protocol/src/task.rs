@@ -341,6 +341,15 @@ pub enum Operation {
         /// Everything, or the given request URIs.
         request: PurgeRequest,
     },
+    /// Check a certificate against the vhost's names and the agent's clock without deploying it,
+    /// so that a bad upload is refused before a task exists. Answers [`OperationOutput::Done`],
+    /// or [`crate::ErrorCode::InvalidInput`] with the reasons per field.
+    CertificateCheck {
+        /// The vhost.
+        vhost: VhostId,
+        /// Certificate, key and chain in PEM.
+        upload: CertificateUpload,
+    },
 }
 
 impl Operation {
@@ -357,7 +366,8 @@ impl Operation {
             | Operation::VhostList
             | Operation::VhostGet { .. }
             | Operation::CertificateGet { .. }
-            | Operation::CacheGet { .. } => false,
+            | Operation::CacheGet { .. }
+            | Operation::CertificateCheck { .. } => false,
             Operation::PackageInstall { .. }
             | Operation::PackageUpgrade { .. }
             | Operation::PackageRemove { .. }

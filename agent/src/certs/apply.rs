@@ -76,6 +76,24 @@ impl<S: WebServer> WebOps<S> {
         self.certificate_status(id)
     }
 
+    /// Checks a certificate for the vhost as a deployment would, without deploying it.
+    pub fn check_certificate(&self, id: &str, upload: &CertificateUpload) -> Result<(), WebError> {
+        let id = VhostId::parse(id)?;
+        let state = self.live_state()?;
+        let record = state
+            .vhosts
+            .get(&id)
+            .ok_or_else(|| WebError::NotFound(id.to_string()))?;
+        let names = record.spec.validate(&self.layout.web_root)?.all_names();
+        check_certificate(
+            upload,
+            &names,
+            OffsetDateTime::now_utc(),
+            CertificateSource::Upload,
+        )?;
+        Ok(())
+    }
+
     async fn deploy_certificate_inner(
         &self,
         id: &str,

@@ -28,9 +28,10 @@ pub use certificate::{
     MAX_CHAIN_LENGTH, MAX_PEM_BYTES, check_challenge, name_covers,
 };
 pub use vhost::{
-    Content, DEFAULT_WEB_ROOT, ErrorLevel, Limits, Logs, MAX_BODY_BYTES, MAX_SERVER_NAMES,
-    MAX_UPSTREAM_TIMEOUT_SECONDS, NameRedirect, PhpSpec, RESERVED_SUFFIX, Redirects, ServerName,
-    Upstream, UpstreamScheme, ValidVhost, VhostId, VhostSpec, WwwRedirect, is_safe_path_character,
+    Content, DEFAULT_WEB_ROOT, ErrorLevel, Limits, Logs, MAX_BODY_BYTES, MAX_EXTRA_BYTES,
+    MAX_SERVER_NAMES, MAX_UPSTREAM_TIMEOUT_SECONDS, NameRedirect, PhpSpec, RESERVED_SUFFIX,
+    Redirects, ServerName, Upstream, UpstreamScheme, ValidVhost, VhostId, VhostSpec, WwwRedirect,
+    check_extra, is_safe_path_character,
 };
 pub use view::{VersionSummary, VhostInfo};
 

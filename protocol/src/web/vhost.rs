@@ -515,6 +515,41 @@ fn parse_path_components(input: &str, max_length: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// The largest administrator's block accepted.
+pub const MAX_EXTRA_BYTES: usize = 16 * 1024;
+
+/// Checks the administrator's block: bounded, text, balanced braces (nginx checks the rest).
+pub fn check_extra(extra: &str) -> Result<(), ValidationError> {
+    let mut depth: i64 = 0;
+    for character in extra.chars() {
+        match character {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            _ => {}
+        }
+        if depth < 0 {
+            break;
+        }
+    }
+    let mut errors = ValidationError::default();
+    if extra.len() > MAX_EXTRA_BYTES {
+        errors.push("extra", format!("is larger than {MAX_EXTRA_BYTES} bytes"));
+    }
+    if extra
+        .chars()
+        .any(|character| character.is_control() && character != '\n' && character != '\t')
+    {
+        errors.push("extra", "contains control characters");
+    }
+    if depth != 0 {
+        errors.push(
+            "extra",
+            "has unbalanced braces; it must stay inside the vhost's server block",
+        );
+    }
+    errors.into_result(())
+}
+
 impl VhostSpec {
     /// Validates the spec; `web_root` is the directory every document root must be inside.
     pub fn validate(&self, web_root: &Path) -> Result<ValidVhost, ValidationError> {
@@ -872,6 +907,22 @@ mod tests {
                 assert!(error.has(field), "{name}: {field} not refused in {error}");
             }
         }
+    }
+
+    #[test]
+    fn administrators_block_cases() {
+        let cases = [
+            ("add_header X-A b always;", true),
+            ("location /x { return 204; }", true),
+            ("}", false),
+            ("} server { listen 1; ", false),
+            ("location /x { return 204;", false),
+            ("return 200 \"\u{7}\";", false),
+        ];
+        for (extra, valid) in cases {
+            assert_eq!(check_extra(extra).is_ok(), valid, "{extra:?}");
+        }
+        assert!(check_extra(&"#".repeat(MAX_EXTRA_BYTES + 1)).is_err());
     }
 
     #[test]

@@ -123,6 +123,8 @@ pub fn operation() -> impl Strategy<Value = Operation> {
         vhost_id().prop_map(|vhost| Operation::CacheDisable { vhost }),
         (vhost_id(), purge_request())
             .prop_map(|(vhost, request)| Operation::CachePurge { vhost, request }),
+        (vhost_id(), certificate_upload())
+            .prop_map(|(vhost, upload)| Operation::CertificateCheck { vhost, upload }),
     ]
 }
 
