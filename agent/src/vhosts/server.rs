@@ -141,7 +141,7 @@ impl WebServer for Nginx {
             if old_workers.iter().all(|pid| !still.contains(pid)) {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Err(ServerFailure {
             message: "nginx kept its old worker processes: the new configuration was not loaded"
