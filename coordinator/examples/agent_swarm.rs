@@ -68,9 +68,9 @@ struct Args {
     /// Pings through the admin API once every agent is connected.
     #[arg(long, default_value_t = 2000)]
     pings: usize,
-    /// How long the connected agents stay idle before memory and idle CPU are read; longer than
-    /// the heartbeat interval (15 s) and the keep-alive interval (10 s).
-    #[arg(long, default_value_t = 20)]
+    /// How long the connected agents stay idle before memory and idle CPU are read; covers two
+    /// heartbeat intervals (15 s), three keep-alives (10 s) and one store flush (30 s).
+    #[arg(long, default_value_t = 30)]
     idle_seconds: u64,
     /// The `hostplane-coordinator` binary; by default the one next to this program's folder.
     #[arg(long)]
@@ -137,6 +137,13 @@ async fn main() -> anyhow::Result<()> {
         largest as f64 / started.elapsed().as_secs_f64()
     );
 
+    // The first start creates the admin account (an argon2 hash that leaves memory behind in the
+    // allocator); it is not measured, so every measured start is a plain restart.
+    CoordinatorProcess::start(&coordinator_binary, &data, &config_file, work.path())
+        .await?
+        .stop()
+        .await;
+
     let mut rows = Vec::new();
     for &count in &args.agents {
         let server =
@@ -176,9 +183,9 @@ async fn main() -> anyhow::Result<()> {
     println!("load after the run: {}", loadavg());
     println!();
     println!(
-        "| agents | handshakes/s | server CPU per handshake | handshake p50 / p99 | coordinator RSS idle (baseline) | per idle agent | idle coordinator CPU | ping p50 / p99 (HTTP) | ping p50 / p99 (channel) |"
+        "| agents | handshakes/s | cores busy while connecting: coordinator / load tool / rest of the machine | coordinator CPU per handshake | handshake p50 / p99 | coordinator RSS idle (baseline) | per idle agent | idle coordinator CPU | ping p50 / p99 (HTTP) | ping p50 / p99 (channel) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for row in &rows {
         println!("{}", row.markdown());
     }
@@ -540,6 +547,112 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
+/// The kernel's UDP drop counters (`/proc/net/snmp`): receive buffer overflows and send
+/// buffer errors, for this network namespace.
+#[derive(Debug, Clone, Copy, Default)]
+struct UdpDrops {
+    receive_buffer: u64,
+    send_buffer: u64,
+}
+
+impl UdpDrops {
+    fn now() -> UdpDrops {
+        let text = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+        let mut lines = text.lines().filter(|line| line.starts_with("Udp:"));
+        let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+            return UdpDrops::default();
+        };
+        let counters: HashMap<&str, u64> = names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .filter_map(|(name, value)| Some((name, value.parse().ok()?)))
+            .collect();
+        UdpDrops {
+            receive_buffer: counters.get("RcvbufErrors").copied().unwrap_or(0),
+            send_buffer: counters.get("SndbufErrors").copied().unwrap_or(0),
+        }
+    }
+
+    fn since(&self, earlier: UdpDrops) -> UdpDrops {
+        UdpDrops {
+            receive_buffer: self.receive_buffer.saturating_sub(earlier.receive_buffer),
+            send_buffer: self.send_buffer.saturating_sub(earlier.send_buffer),
+        }
+    }
+}
+
+/// This program's own CPU time.
+fn own_cpu() -> Duration {
+    cpu_time(std::process::id())
+}
+
+/// Busy and total time of the whole machine (every CPU), from `/proc/stat`.
+#[derive(Debug, Clone, Copy)]
+struct MachineCpu {
+    busy: Duration,
+    total: Duration,
+}
+
+impl MachineCpu {
+    fn now() -> MachineCpu {
+        let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|value| value.parse().ok())
+            .collect();
+        let total: u64 = ticks.iter().sum();
+        // idle and iowait
+        let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+        MachineCpu {
+            busy: Duration::from_millis(total.saturating_sub(idle) * 10),
+            total: Duration::from_millis(total * 10),
+        }
+    }
+
+    /// Busy time since `earlier`, and the wall time of all CPUs together.
+    fn since(&self, earlier: MachineCpu) -> (Duration, Duration) {
+        (
+            self.busy.saturating_sub(earlier.busy),
+            self.total.saturating_sub(earlier.total),
+        )
+    }
+}
+
+/// CPU of the coordinator, this program and everything else during a phase, in cores.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuShare {
+    coordinator: f64,
+    tool: f64,
+    others: f64,
+}
+
+impl CpuShare {
+    fn measure(
+        seconds: f64,
+        coordinator: Duration,
+        tool: Duration,
+        machine: (Duration, Duration),
+    ) -> CpuShare {
+        let cores = |time: Duration| time.as_secs_f64() / seconds;
+        CpuShare {
+            coordinator: cores(coordinator),
+            tool: cores(tool),
+            others: cores(machine.0.saturating_sub(coordinator + tool)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "coordinator {:.2}, load tool {:.2}, everything else {:.2} cores",
+            self.coordinator, self.tool, self.others
+        )
+    }
+}
+
 /// What one simulated agent reports.
 #[derive(Default)]
 struct Counters {
@@ -559,6 +672,9 @@ struct SwarmRow {
     handshake_cpu_ms: f64,
     handshake_p50_ms: f64,
     handshake_p99_ms: f64,
+    connect_cpu: CpuShare,
+    connect_drops: UdpDrops,
+    idle_cpu: CpuShare,
     rss_baseline_kib: u64,
     rss_idle_kib: u64,
     coordinator_counted: u64,
@@ -585,15 +701,18 @@ impl SwarmRow {
 
     fn describe(&self) -> String {
         format!(
-            "{} agents: connected in {:.2} s ({:.0} handshakes/s, {} retries, {} failed, coordinator \
-             counts {}), coordinator RSS {} KiB -> {} KiB after {:.0} s idle ({:.1} KiB per agent), \
+            "{} agents: connected in {:.2} s ({:.0} handshakes/s, {} retries, {} failed, {} UDP \
+             receive buffer drops, {} send buffer errors, coordinator counts {}), coordinator RSS {} KiB -> {} KiB after {:.0} s idle ({:.1} KiB per agent), \
              idle CPU {:.1} % of a core ({} heartbeats answered, {} connections lost), {} pings \
-             ({} errors): HTTP p50 {:.2} ms p99 {:.2} ms, channel p50 {:.2} ms p99 {:.2} ms; load {}",
+             ({} errors): HTTP p50 {:.2} ms p99 {:.2} ms, channel p50 {:.2} ms p99 {:.2} ms; CPU \
+             while connecting: {}; while idle: {}; load {}",
             self.agents,
             self.connect_seconds,
             self.handshakes_per_second(),
             self.retries,
             self.failed,
+            self.connect_drops.receive_buffer,
+            self.connect_drops.send_buffer,
             self.coordinator_counted,
             self.rss_baseline_kib,
             self.rss_idle_kib,
@@ -608,15 +727,20 @@ impl SwarmRow {
             self.http_p99_ms,
             self.channel_p50_ms,
             self.channel_p99_ms,
+            self.connect_cpu.describe(),
+            self.idle_cpu.describe(),
             loadavg(),
         )
     }
 
     fn markdown(&self) -> String {
         format!(
-            "| {} | {:.0} | {:.2} ms | {:.1} / {:.1} ms | {:.1} MiB ({:.1} MiB) | {:.1} KiB | {:.1} % | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
+            "| {} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} ms | {:.1} / {:.1} ms | {:.1} MiB ({:.1} MiB) | {:.1} KiB | {:.1} % | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
             self.agents,
             self.handshakes_per_second(),
+            self.connect_cpu.coordinator,
+            self.connect_cpu.tool,
+            self.connect_cpu.others,
             self.handshake_cpu_ms,
             self.handshake_p50_ms,
             self.handshake_p99_ms,
@@ -663,6 +787,9 @@ async fn swarm(
     let limit = Arc::new(Semaphore::new(args.concurrency));
     let (report, mut reports) = mpsc::unbounded_channel::<Option<Duration>>();
     let cpu_before = server.cpu();
+    let own_before = own_cpu();
+    let machine_before = MachineCpu::now();
+    let drops_before = UdpDrops::now();
     let started = Instant::now();
     let mut agents = Vec::with_capacity(count);
     for index in 0..count {
@@ -696,19 +823,34 @@ async fn swarm(
     }
     let connect_seconds = started.elapsed().as_secs_f64();
     let handshake_cpu = server.cpu().saturating_sub(cpu_before);
+    let connect_cpu = CpuShare::measure(
+        connect_seconds,
+        handshake_cpu,
+        own_cpu().saturating_sub(own_before),
+        MachineCpu::now().since(machine_before),
+    );
+    let connect_drops = UdpDrops::now().since(drops_before);
     let handshakes = sorted(handshakes);
     println!(
-        "{count} agents: {} connected in {connect_seconds:.2} s, coordinator CPU {:.2} s",
+        "{count} agents: {} connected in {connect_seconds:.2} s; CPU meanwhile: {}",
         handshakes.len(),
-        handshake_cpu.as_secs_f64()
+        connect_cpu.describe()
     );
 
     let idle_started = Instant::now();
     let heartbeats_before = counters.heartbeats.load(Ordering::Relaxed);
     let cpu_idle_before = server.cpu();
+    let own_idle_before = own_cpu();
+    let machine_idle_before = MachineCpu::now();
     tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
     let idle_seconds = idle_started.elapsed().as_secs_f64();
     let idle_cpu = server.cpu().saturating_sub(cpu_idle_before);
+    let idle_share = CpuShare::measure(
+        idle_seconds,
+        idle_cpu,
+        own_cpu().saturating_sub(own_idle_before),
+        MachineCpu::now().since(machine_idle_before),
+    );
     let rss_idle_kib = server.rss_kib();
     let heartbeats = counters.heartbeats.load(Ordering::Relaxed) - heartbeats_before;
     let coordinator_counted = server.connected_agents().await?;
@@ -760,6 +902,9 @@ async fn swarm(
         failed: counters.failed.load(Ordering::Relaxed),
         retries: counters.retries.load(Ordering::Relaxed),
         handshake_cpu_ms: handshake_cpu.as_secs_f64() * 1000.0 / count as f64,
+        connect_cpu,
+        connect_drops,
+        idle_cpu: idle_share,
         handshake_p50_ms: percentile(&handshakes, 0.50),
         handshake_p99_ms: percentile(&handshakes, 0.99),
         rss_baseline_kib,
