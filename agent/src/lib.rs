@@ -21,11 +21,11 @@ pub mod vhosts;
 pub mod wire;
 
 pub use enroll::{EnrollError, EnrollOptions, Enrolled, enroll};
-pub use handler::{Handler, Handlers, PingHandler, TaskContext, TaskEvent};
+pub use handler::{DataChannel, Handler, Handlers, PingHandler, TaskContext, TaskEvent};
 pub use run::{AgentHandle, AgentState, Phase, RunOptions, run, spawn};
 pub use standby::{Standby, StandbyOptions, until_enrolled};
 pub use state::{StateDir, StateError};
-pub use tasks::{FinishedTasks, MemoryFinishedTasks};
+pub use tasks::{DiskFinishedTasks, FinishedTasks, MemoryFinishedTasks};
 pub use tls::Transport;
 
 /// The default state directory (certificate, key, CA, finished-task store).

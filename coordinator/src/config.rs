@@ -45,6 +45,10 @@ pub struct FileConfig {
     pub agent_cert_lifetime_seconds: Option<u64>,
     pub enrollment_ttl_seconds: Option<u64>,
     pub log_format: Option<String>,
+    /// Glob patterns of the packages customers may install or remove (empty: any).
+    pub package_allow: Option<Vec<String>>,
+    /// Glob patterns of the packages customers may never install or remove; deny wins.
+    pub package_deny: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -104,6 +108,8 @@ pub struct Config {
     pub agent_cert_lifetime: Duration,
     pub enrollment_ttl: Duration,
     pub json_logs: bool,
+    /// Which packages customers may install or remove (admins are not limited).
+    pub package_policy: protocol::names::package_policy::PackagePolicy,
     /// Development mode: built-in Proxmox simulator, local addresses, an admin key printed.
     pub dev: bool,
 }
@@ -244,6 +250,14 @@ impl Config {
                 });
             }
         };
+        let package_policy = protocol::names::package_policy::PackagePolicy::new(
+            file.package_allow.unwrap_or_default(),
+            file.package_deny.unwrap_or_default(),
+        )
+        .map_err(|error| ConfigError::Invalid {
+            key: "package_allow/package_deny",
+            message: error.to_string(),
+        })?;
         Ok(Config {
             data_dir,
             http_listen,
@@ -255,6 +269,7 @@ impl Config {
             agent_cert_lifetime,
             enrollment_ttl,
             json_logs,
+            package_policy,
             dev,
         })
     }

@@ -2,6 +2,7 @@
 //! client and the agents' QUIC server. `main.rs` parses arguments and calls [`server::start`].
 
 pub mod admin_cli;
+pub mod agentwork;
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
@@ -42,6 +43,8 @@ pub struct App {
     pub unknown_user_hash: String,
     /// The registered Proxmox nodes and their clients.
     pub proxmox: proxmox::registry::Registry,
+    /// Dump data streams on their way from an agent task to the HTTP request serving them.
+    pub dumps: agentwork::DumpHandoffs,
 }
 
 impl App {
@@ -63,6 +66,8 @@ impl App {
                 ServeError::Startup(format!("cannot open the task system: {error}"))
             })?;
         api::agents::routes(&mut routes);
+        api::packages::routes(&mut routes);
+        api::databases::routes(&mut routes);
         let channel = channel::Channel::open(&config, &store)
             .map_err(|error| ServeError::Startup(error.to_string()))?;
         Ok(Arc::new(App {
@@ -76,12 +81,14 @@ impl App {
             login_limiter: auth::LoginLimiter::default(),
             unknown_user_hash,
             proxmox: proxmox::registry::Registry::default(),
+            dumps: agentwork::DumpHandoffs::default(),
         }))
     }
 
     /// Starts the background parts (QUIC listener, task driver); returns the QUIC address.
     pub async fn start_background(self: &Arc<Self>) -> Result<Option<SocketAddr>, ServeError> {
         proxmox::lifecycle::register(self);
+        agentwork::register(self);
         if self.config.dev {
             proxmox::dev::start(self)
                 .await

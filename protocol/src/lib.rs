@@ -36,6 +36,7 @@ mod error_data;
 mod frame;
 mod handshake;
 mod message;
+pub mod names;
 mod task;
 
 pub use enrollment_token::{

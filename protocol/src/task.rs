@@ -214,6 +214,27 @@ pub enum Operation {
     },
 }
 
+impl Operation {
+    /// Whether performing the operation changes anything in the container. The agent records
+    /// such a task durably before it starts, so a delivery repeated after the agent restarted
+    /// mid-way is answered as interrupted instead of being done a second time; operations that
+    /// only read (or stream, as a dump does) are simply run again.
+    pub fn changes_state(&self) -> bool {
+        match self {
+            Operation::Ping { .. }
+            | Operation::PackageList { .. }
+            | Operation::DatabaseList { .. }
+            | Operation::DatabaseDump { .. } => false,
+            Operation::PackageInstall { .. }
+            | Operation::PackageUpgrade { .. }
+            | Operation::PackageRemove { .. }
+            | Operation::DatabaseCreate { .. }
+            | Operation::DatabaseChangePassword { .. }
+            | Operation::DatabaseDrop { .. } => true,
+        }
+    }
+}
+
 /// One installed package.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageInfo {

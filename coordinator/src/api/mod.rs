@@ -7,6 +7,7 @@
 //! ownership checks.
 
 pub mod agents;
+pub mod databases;
 pub mod error;
 pub mod health;
 pub mod instances;
@@ -14,6 +15,7 @@ pub mod list;
 pub mod nodes;
 pub mod openapi;
 pub mod operations;
+pub mod packages;
 pub mod quota;
 pub mod request;
 pub mod router;
