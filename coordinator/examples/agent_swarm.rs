@@ -183,23 +183,28 @@ async fn main() -> anyhow::Result<()> {
     println!("load after the run: {}", loadavg());
     println!();
     println!(
-        "| agents | handshakes/s | cores busy while connecting: coordinator / load tool / rest of the machine | coordinator CPU per handshake | handshake p50 / p99 | coordinator RSS idle (baseline) | per idle agent | idle coordinator CPU | ping p50 / p99 (HTTP) | ping p50 / p99 (channel) |"
+        "| agents | handshakes/s | cores busy while connecting: coordinator / load tool / rest of the machine | coordinator CPU per handshake | handshake p50 / p99 | coordinator RSS idle (baseline) | per idle agent | idle coordinator CPU | ping p50 / p99 (HTTP) | ping p50 / p99 (channel) | status read p50 / p99 (HTTP) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for row in &rows {
         println!("{}", row.markdown());
     }
     if !agent_rows.is_empty() {
         println!();
-        println!("| hostplane-agent run | binary size | RSS idle and connected | peak RSS |");
-        println!("|---|---|---|---|");
+        println!(
+            "| hostplane-agent run | binary size | RSS idle and connected | of it anonymous / file-backed | peak RSS |"
+        );
+        println!("|---|---|---|---|---|");
         for row in &agent_rows {
+            let mib = |kib: u64| kib as f64 / 1024.0;
             println!(
-                "| {} | {:.2} MiB | {:.2} MiB | {:.2} MiB |",
+                "| {} | {:.2} MiB | {:.2} MiB | {:.2} / {:.2} MiB | {:.2} MiB |",
                 row.label,
                 row.binary_bytes as f64 / 1048576.0,
-                row.rss_kib as f64 / 1024.0,
-                row.peak_kib as f64 / 1024.0
+                mib(row.rss_kib),
+                mib(row.anon_kib),
+                mib(row.file_kib),
+                mib(row.peak_kib)
             );
         }
     }
@@ -253,10 +258,11 @@ fn client_endpoints(count: usize) -> anyhow::Result<Vec<quinn::Endpoint>> {
         .collect()
 }
 
-/// What every run shares: the CA and one identity per simulated agent.
+/// What every run shares: one client configuration (the agent's TLS and transport settings with
+/// its own certificate) per simulated agent, made before any measurement starts: a real agent
+/// makes its one configuration on its own machine, not on the coordinator's cores.
 struct Fixture {
-    ca: CertificateDer<'static>,
-    identities: Vec<Arc<Identity>>,
+    configs: Vec<quinn::ClientConfig>,
 }
 
 fn instance_record(id: u32) -> InstanceRecord {
@@ -317,6 +323,7 @@ async fn prepare(
         let channel = channel.clone();
         let endpoint = endpoints[index % endpoints.len()].clone();
         let limit = limit.clone();
+        let ca = ca.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await?;
             let instance = FIRST_INSTANCE + index as u32;
@@ -328,17 +335,18 @@ async fn prepare(
                 tokio::time::timeout(HANDSHAKE_TIMEOUT, enroll(&endpoint, quic, &offer.token))
                     .await
                     .map_err(|_| anyhow!("enrollment of instance {instance} timed out"))??;
-            anyhow::Ok(Arc::new(identity))
+            agent::tls::agent_config(&ca, &identity, agent::Transport::default())
+                .map_err(|error| anyhow!("unusable identity: {error}"))
         }));
     }
-    let mut identities = Vec::with_capacity(count);
+    let mut configs = Vec::with_capacity(count);
     for task in tasks {
-        identities.push(task.await??);
+        configs.push(task.await??);
     }
     channel.shutdown().await;
     drop(channel);
     drop(store);
-    Ok(Fixture { ca, identities })
+    Ok(Fixture { configs })
 }
 
 /// `hostplane-agent enroll` without the state directory: key, CSR, token on the enrollment ALPN.
@@ -688,6 +696,8 @@ struct SwarmRow {
     http_p99_ms: f64,
     channel_p50_ms: f64,
     channel_p99_ms: f64,
+    status_p50_ms: f64,
+    status_p99_ms: f64,
 }
 
 impl SwarmRow {
@@ -704,7 +714,8 @@ impl SwarmRow {
             "{} agents: connected in {:.2} s ({:.0} handshakes/s, {} retries, {} failed, {} UDP \
              receive buffer drops, {} send buffer errors, coordinator counts {}), coordinator RSS {} KiB -> {} KiB after {:.0} s idle ({:.1} KiB per agent), \
              idle CPU {:.1} % of a core ({} heartbeats answered, {} connections lost), {} pings \
-             ({} errors): HTTP p50 {:.2} ms p99 {:.2} ms, channel p50 {:.2} ms p99 {:.2} ms; CPU \
+             ({} errors): HTTP p50 {:.2} ms p99 {:.2} ms, channel p50 {:.2} ms p99 {:.2} ms, status \
+             reads p50 {:.2} ms p99 {:.2} ms; CPU \
              while connecting: {}; while idle: {}; load {}",
             self.agents,
             self.connect_seconds,
@@ -727,6 +738,8 @@ impl SwarmRow {
             self.http_p99_ms,
             self.channel_p50_ms,
             self.channel_p99_ms,
+            self.status_p50_ms,
+            self.status_p99_ms,
             self.connect_cpu.describe(),
             self.idle_cpu.describe(),
             loadavg(),
@@ -735,7 +748,7 @@ impl SwarmRow {
 
     fn markdown(&self) -> String {
         format!(
-            "| {} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} ms | {:.1} / {:.1} ms | {:.1} MiB ({:.1} MiB) | {:.1} KiB | {:.1} % | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
+            "| {} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} ms | {:.1} / {:.1} ms | {:.1} MiB ({:.1} MiB) | {:.1} KiB | {:.1} % | {:.2} / {:.2} ms | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
             self.agents,
             self.handshakes_per_second(),
             self.connect_cpu.coordinator,
@@ -752,6 +765,8 @@ impl SwarmRow {
             self.http_p99_ms,
             self.channel_p50_ms,
             self.channel_p99_ms,
+            self.status_p50_ms,
+            self.status_p99_ms,
         )
     }
 }
@@ -794,8 +809,7 @@ async fn swarm(
     let mut agents = Vec::with_capacity(count);
     for index in 0..count {
         let simulated = SimulatedAgent {
-            identity: fixture.identities[index].clone(),
-            ca: fixture.ca.clone(),
+            config: fixture.configs[index].clone(),
             endpoint: endpoints[index % endpoints.len()].clone(),
             quic,
             counters: counters.clone(),
@@ -892,6 +906,29 @@ async fn swarm(
     let http = sorted(http);
     let channel = sorted(channel);
 
+    // The same number of reads of an agent's status: the HTTP and authentication part of a ping
+    // without the agent and without the audit record every POST writes to disk.
+    let mut status = Vec::with_capacity(args.pings);
+    let status_started = Instant::now();
+    for _ in 0..args.pings {
+        if status_started.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        let instance = FIRST_INSTANCE + rand::random_range(0..count as u32);
+        let sent = Instant::now();
+        let answer = server
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/instance/{instance}/agent"),
+            )
+            .await?;
+        if answer["connected"] != true {
+            bail!("instance {instance} is not shown as connected: {answer}");
+        }
+        status.push(sent.elapsed().as_secs_f64() * 1000.0);
+    }
+    let status = sorted(status);
+
     stop.cancel();
     for agent in agents {
         let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
@@ -920,13 +957,14 @@ async fn swarm(
         http_p99_ms: percentile(&http, 0.99),
         channel_p50_ms: percentile(&channel, 0.50),
         channel_p99_ms: percentile(&channel, 0.99),
+        status_p50_ms: percentile(&status, 0.50),
+        status_p99_ms: percentile(&status, 0.99),
     })
 }
 
 /// One simulated agent.
 struct SimulatedAgent {
-    identity: Arc<Identity>,
-    ca: CertificateDer<'static>,
+    config: quinn::ClientConfig,
     endpoint: quinn::Endpoint,
     quic: SocketAddr,
     counters: Arc<Counters>,
@@ -935,16 +973,7 @@ struct SimulatedAgent {
 
 impl SimulatedAgent {
     async fn run(self, limit: Arc<Semaphore>, report: mpsc::UnboundedSender<Option<Duration>>) {
-        let config =
-            match agent::tls::agent_config(&self.ca, &self.identity, agent::Transport::default()) {
-                Ok(config) => config,
-                Err(error) => {
-                    eprintln!("unusable identity: {error}");
-                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    let _ = report.send(None);
-                    return;
-                }
-            };
+        let config = self.config.clone();
         let mut attempt = 0;
         let (connection, send, reader, welcome) = loop {
             attempt += 1;
@@ -1094,6 +1123,10 @@ struct AgentRow {
     label: String,
     binary_bytes: u64,
     rss_kib: u64,
+    /// Heap and stacks.
+    anon_kib: u64,
+    /// Pages of the binary and the libraries it maps.
+    file_kib: u64,
     peak_kib: u64,
 }
 
@@ -1165,6 +1198,8 @@ async fn real_agent(
         label: label.to_string(),
         binary_bytes: std::fs::metadata(binary)?.len(),
         rss_kib: status_field(pid, "VmRSS:"),
+        anon_kib: status_field(pid, "RssAnon:"),
+        file_kib: status_field(pid, "RssFile:"),
         peak_kib: status_field(pid, "VmHWM:"),
     };
     let _ = child.kill().await;
