@@ -163,6 +163,7 @@ impl Handlers {
             .with(crate::databases::Databases::new(
                 crate::databases::plan::DatabaseSettings::default(),
             ))
+            .with(crate::web_handler::WebHandler::debian())
     }
 
     /// Adds a handler after the present ones.
@@ -209,6 +210,24 @@ pub fn operation_name(operation: &Operation) -> &'static str {
         Operation::DatabaseChangePassword { .. } => "database password change",
         Operation::DatabaseDrop { .. } => "database drop",
         Operation::DatabaseDump { .. } => "database dump",
+        Operation::VhostList => "vhost list",
+        Operation::VhostGet { .. } => "vhost read",
+        Operation::VhostPut { .. } => "vhost change",
+        Operation::VhostDelete { .. } => "vhost delete",
+        Operation::VhostSetExtra { .. } => "vhost administrator's block change",
+        Operation::CertificateGet { .. } => "certificate status",
+        Operation::CertificateDeploy { .. } => "certificate deploy",
+        Operation::CertificateRemove { .. } => "certificate remove",
+        Operation::CertificateRecordAttempt { .. } => "certificate attempt record",
+        Operation::CertificateRequestKey { .. } => "certificate key request",
+        Operation::CertificateDeployIssued { .. } => "issued certificate deploy",
+        Operation::AcmeChallengePut { .. } => "ACME challenge answer",
+        Operation::AcmeChallengeRemove { .. } => "ACME challenge removal",
+        Operation::CacheGet { .. } => "cache status",
+        Operation::CacheSet { .. } => "cache change",
+        Operation::CacheDisable { .. } => "cache disable",
+        Operation::CachePurge { .. } => "cache purge",
+        Operation::CertificateCheck { .. } => "certificate check",
     }
 }
 

@@ -18,6 +18,7 @@ pub mod state;
 pub mod tasks;
 pub mod tls;
 pub mod vhosts;
+pub mod web_handler;
 pub mod wire;
 
 pub use enroll::{EnrollError, EnrollOptions, Enrolled, enroll};
@@ -27,6 +28,7 @@ pub use standby::{Standby, StandbyOptions, until_enrolled};
 pub use state::{StateDir, StateError};
 pub use tasks::{DiskFinishedTasks, FinishedTasks, MemoryFinishedTasks};
 pub use tls::Transport;
+pub use web_handler::WebHandler;
 
 /// The default state directory (certificate, key, CA, finished-task store).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/hostplane-agent";

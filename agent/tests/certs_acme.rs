@@ -214,7 +214,7 @@ async fn certificate_issued_by_pebble_over_http01_is_deployed_and_served() {
     // The agent's side: check and deploy the issued certificate.
     let upload = CertificateUpload {
         certificate: chain,
-        private_key,
+        private_key: protocol::Secret::new(private_key),
         chain: None,
         redirect_http: Some(true),
     };

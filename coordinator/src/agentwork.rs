@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 use crate::App;
 use crate::api::tasks::respond_with_task;
 use crate::api::{ApiError, ApiRequest, ApiResult};
+use crate::api::{vhosts, web_json, web_services};
 use crate::channel::{AgentEvent, ChannelError, RequestEvent};
 use crate::tasks::{Executor, NewTask, Phase, RestartPolicy, TaskContext, TaskFailure};
 
@@ -57,6 +58,16 @@ pub const KINDS: &[(&str, Redelivery)] = &[
     (DATABASE_PASSWORD, Redelivery::Yes),
     (DATABASE_DROP, Redelivery::Yes),
     (DATABASE_DUMP, Redelivery::No),
+    (vhosts::VHOST_CREATE, Redelivery::Yes),
+    (vhosts::VHOST_CHANGE, Redelivery::Yes),
+    (vhosts::VHOST_DELETE, Redelivery::Yes),
+    (vhosts::VHOST_EXTRA, Redelivery::Yes),
+    (web_services::SSL_DEPLOY, Redelivery::Yes),
+    (web_services::SSL_REMOVE, Redelivery::Yes),
+    (web_services::CACHE_ENABLE, Redelivery::Yes),
+    (web_services::CACHE_CHANGE, Redelivery::Yes),
+    (web_services::CACHE_DISABLE, Redelivery::Yes),
+    (web_services::CACHE_PURGE, Redelivery::Yes),
 ];
 
 /// How long an agent task may wait and run, unless the route says otherwise: long enough to
@@ -164,6 +175,21 @@ pub fn output_json(output: &OperationOutput) -> Value {
         OperationOutput::DumpFinished { bytes, sha256 } => {
             json!({ "bytes": bytes, "sha256": hex::encode(sha256) })
         }
+        OperationOutput::Vhosts(vhosts) => json!({
+            "vhosts": vhosts
+                .iter()
+                .map(|vhost| web_json::vhost_json(vhost, false))
+                .collect::<Vec<_>>()
+        }),
+        OperationOutput::Vhost(vhost) => json!({ "vhost": web_json::vhost_json(vhost, false) }),
+        OperationOutput::Certificate(status) => {
+            json!({ "certificate": web_json::certificate_json(status) })
+        }
+        OperationOutput::CertificateSigningRequest { csr_der } => {
+            json!({ "csr_bytes": csr_der.len() })
+        }
+        OperationOutput::Cache(status) => json!({ "cache": web_json::cache_json(status) }),
+        OperationOutput::CachePurged(report) => json!({ "removed_files": report.removed_files }),
     }
 }
 
@@ -398,7 +424,7 @@ async fn drive(
 
 /// Waits until the instance's agent connects, the task is cancelled or its deadline passes
 /// (the driver cancels it then).
-async fn wait_for_agent(
+pub(crate) async fn wait_for_agent(
     app: &Arc<App>,
     events: &mut tokio::sync::broadcast::Receiver<AgentEvent>,
     instance: u32,

@@ -38,6 +38,7 @@ mod handshake;
 mod message;
 pub mod names;
 mod task;
+pub mod web;
 
 pub use enrollment_token::{
     EnrollmentToken, MAX_TOKEN_ADDRESS, TOKEN_PREFIX, TOKEN_SECRET_BYTES, TokenError,

@@ -32,7 +32,7 @@ use crate::vhosts::plan::{render_site, stamp_versions};
 use crate::vhosts::probe::http_get;
 use crate::vhosts::render::{PROBE_HOST, PROBE_PATH, render_main_config};
 use crate::vhosts::server::{Nginx, WebServer};
-use crate::vhosts::spec::{ValidationError, VhostId, VhostSpec};
+use crate::vhosts::spec::{Presence, ValidationError, VhostId, VhostSpec};
 use crate::vhosts::state::{STATE_FILE, STATE_FORMAT, SiteState, VhostRecord, VhostView};
 
 /// The step of a change that failed.
@@ -49,6 +49,19 @@ pub enum ApplyStage {
     Activation,
     /// The request through nginx to the changed vhost.
     Check,
+}
+
+impl ApplyStage {
+    /// The stage's name in snake case, as the wire and the API show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyStage::Staging => "staging",
+            ApplyStage::ConfigTest => "config_test",
+            ApplyStage::Reload => "reload",
+            ApplyStage::Activation => "activation",
+            ApplyStage::Check => "check",
+        }
+    }
 }
 
 /// A change that was refused by the web server or failed its check, and what was done about it.
@@ -90,6 +103,9 @@ pub enum WebError {
     /// The vhost does not exist (404).
     #[error("vhost {0} does not exist")]
     NotFound(String),
+    /// The request contradicts the current state (the vhost exists already, the cache is off).
+    #[error("{0}")]
+    Conflict(String),
     /// The web server refused the change or the check failed; the previous state was restored.
     #[error("{0}")]
     Apply(ApplyFailure),
@@ -297,21 +313,64 @@ impl<S: WebServer> WebOps<S> {
 
     /// Creates or changes a vhost; its administrator's block, certificate and cache stay.
     pub async fn put_vhost(&self, id: &str, spec: VhostSpec) -> Result<VhostView, WebError> {
+        let (id, state) = self.put_vhost_expecting(id, spec, Presence::Any).await?;
+        Ok(state.vhosts[&id].view(&id))
+    }
+
+    /// Creates or changes a vhost as `presence` allows: a `New` vhost that exists already with
+    /// exactly this spec is left as it is (a repeated create succeeds without a reload).
+    pub async fn put_vhost_expecting(
+        &self,
+        id: &str,
+        spec: VhostSpec,
+        presence: Presence,
+    ) -> Result<(VhostId, SiteState), WebError> {
         let id = VhostId::parse(id)?;
         spec.validate(&self.layout.web_root)?;
+        if presence == Presence::New {
+            let state = self.live_state()?;
+            if state
+                .vhosts
+                .get(&id)
+                .is_some_and(|record| record.spec == spec)
+            {
+                return Ok((id, state));
+            }
+        }
         let key = id.clone();
         let applied = self
             .transact(OffsetDateTime::now_utc(), move |state| {
-                match state.vhosts.get_mut(&key) {
-                    Some(record) => record.spec = spec,
-                    None => {
+                match (state.vhosts.get_mut(&key), presence) {
+                    (Some(_), Presence::New) => {
+                        return Err(WebError::Conflict(format!(
+                            "vhost {key} exists already; change it with PUT"
+                        )));
+                    }
+                    (None, Presence::Existing) => return Err(WebError::NotFound(key.to_string())),
+                    (Some(record), _) => record.spec = spec,
+                    (None, _) => {
                         state.vhosts.insert(key.clone(), new_record(spec));
                     }
                 }
                 Ok(Some(key))
             })
             .await?;
-        Ok(applied.state.vhosts[&id].view(&id))
+        Ok((id, applied.state))
+    }
+
+    /// Every vhost as live now, with its full record.
+    pub fn vhost_records(&self) -> Result<Vec<(VhostId, VhostRecord)>, WebError> {
+        Ok(self.live_state()?.vhosts.into_iter().collect())
+    }
+
+    /// One vhost's full record as live now.
+    pub fn vhost_record(&self, id: &str) -> Result<(VhostId, VhostRecord), WebError> {
+        let id = VhostId::parse(id)?;
+        let mut state = self.live_state()?;
+        match state.vhosts.remove(&id) {
+            Some(record) => Ok((id, record)),
+            None => Err(WebError::NotFound(id.to_string())),
+        }
     }
 
     /// Sets or clears a vhost's administrator's block (administrators only).

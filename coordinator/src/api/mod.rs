@@ -21,6 +21,9 @@ pub mod request;
 pub mod router;
 pub mod tasks;
 pub mod users;
+pub mod vhosts;
+pub mod web_json;
+pub mod web_services;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
