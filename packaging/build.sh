@@ -4,7 +4,7 @@
 #   bash packaging/build.sh            # release build; packages in target/debian/
 #
 # Each package is described by packaging/<package>/: `control` (with @VERSION@, @ARCH@,
-# @DEPENDS@ and @INSTALLED_SIZE@ filled in here), `files` (what goes where, with its mode),
+# @SHLIBS@ and @INSTALLED_SIZE@ filled in here), `files` (what goes where, with its mode),
 # `conffiles`, and the maintainer scripts. Binaries are stripped as Debian does, shared library
 # dependencies come from dpkg-shlibdeps.
 #
@@ -34,7 +34,7 @@ while [ "$#" -gt 0 ]; do
     --no-build) build=0; shift ;;
     --fast) compression=(-Zgzip -z1); shift ;;
     --package) packages+=("$2"); shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -53,6 +53,8 @@ if [ -z "$version" ]; then
   version="${version##*@}"
 fi
 arch="$(dpkg --print-architecture)"
+# The date of the last commit (reproducible), or now outside a git checkout.
+changelog_date="$(git -C "$root" log -1 --format=%cD 2>/dev/null || date -R)"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 case "$profile" in
   dev) profile_dir="$target_dir/debug" ;;
@@ -84,8 +86,21 @@ for package in "${packages[@]}"; do
     else
       from="$root/$from"
     fi
-    install -D -m "$mode" "$from" "$stage/$to"
+    if [ "${to%.gz}" != "$to" ] && [ "${from%.gz}" = "$from" ]; then
+      # A destination ending in .gz is compressed as Debian does (no name, no time stamp).
+      mkdir -p "$(dirname "$stage/$to")"
+      gzip -9n -c "$from" > "$stage/$to"
+      chmod "$mode" "$stage/$to"
+    else
+      install -D -m "$mode" "$from" "$stage/$to"
+    fi
   done < "$source/files"
+  # Debian wants a changelog with every package; ours points at the project's history.
+  mkdir -p "$stage/usr/share/doc/$package"
+  printf '%s (%s) unstable; urgency=medium\n\n  * Built from the Hostplane sources; see their history for the changes.\n\n -- %s  %s\n' \
+    hostplane "$version" "Hostplane developers <hostplane@example.invalid>" "$changelog_date" \
+    | gzip -9n > "$stage/usr/share/doc/$package/changelog.gz"
+  chmod 0644 "$stage/usr/share/doc/$package/changelog.gz"
   # Directories 0755 whatever the umask was.
   find "$stage" -type d -exec chmod 0755 {} +
 

@@ -232,6 +232,70 @@ impl Api {
         Ok(answer.body)
     }
 
+    /// GET `base``path` with the key, the whole body as bytes, and the response headers.
+    pub fn get_bytes(
+        &self,
+        base: &str,
+        path: &str,
+        key: &str,
+    ) -> anyhow::Result<(u16, reqwest::header::HeaderMap, Vec<u8>)> {
+        let url = format!("{base}{path}");
+        self.runtime.block_on(async {
+            let response = self
+                .client
+                .get(&url)
+                .header("x-api-key", key)
+                .send()
+                .await
+                .with_context(|| format!("GET {url}"))?;
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = response.bytes().await?.to_vec();
+            Ok((status, headers, body))
+        })
+    }
+
+    /// Starts a task with `?wait=60` and polls it (within `timeout`) until it ends; returns the
+    /// final task record.
+    pub fn task(
+        &self,
+        method: &str,
+        base: &str,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let answer = self.ok(
+            method,
+            base,
+            &format!("{path}{separator}wait=60"),
+            key,
+            body,
+        )?;
+        let mut task = answer["task"].clone();
+        let id = task["id"]
+            .as_str()
+            .with_context(|| format!("{method} {path} did not answer with a task: {answer}"))?
+            .to_string();
+        let ended = |task: &Value| {
+            matches!(
+                task["state"].as_str(),
+                Some("succeeded" | "failed" | "cancelled" | "expired")
+            )
+        };
+        let started = Instant::now();
+        while !ended(&task) {
+            if started.elapsed() > timeout {
+                bail!("{method} {path}: task {id} did not end within {timeout:?}: {task}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            task = self.ok("GET", base, &format!("/api/v1/task/{id}"), key, None)?["task"].clone();
+        }
+        Ok(task)
+    }
+
     /// Plain GET of a URL (no key), e.g. `/healthz`: the status, or an error when nothing answers.
     pub fn get_status(&self, url: &str) -> anyhow::Result<u16> {
         self.runtime.block_on(async {

@@ -181,7 +181,8 @@ fn exposure(container: &Container, unit: &str) -> anyhow::Result<f64> {
 /// Checks a unit file the way systemd reads it: unknown or misspelt settings are errors.
 fn verify_unit(container: &Container, unit: &str) -> anyhow::Result<()> {
     let path = format!("/usr/lib/systemd/system/{unit}");
-    let output = container.exec(&["systemd-analyze", "verify", &path])?;
+    // The base container has no `man` to look the Documentation= pages up with.
+    let output = container.exec(&["systemd-analyze", "verify", "--man=no", &path])?;
     let complaints = format!("{}{}", output.stdout_text(), output.stderr_text());
     ensure!(
         output.success() && !complaints.contains(unit),
@@ -854,6 +855,27 @@ fn check_deb(
     Ok(())
 }
 
+/// Runs lintian on the packages: any error or warning fails.
+fn lintian(debs: &[&Path]) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    ensure!(
+        hostplane_tests::command::on_path("lintian"),
+        "lintian is missing (apt-get install -y lintian; scripts/test.sh installs it)"
+    );
+    let mut arguments = vec!["--fail-on".to_string(), "error,warning".to_string()];
+    arguments.extend(debs.iter().map(|deb| deb.display().to_string()));
+    let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
+    let output = hostplane_tests::command::run("lintian", &arguments, Duration::from_secs(600))?;
+    ensure!(
+        output.success(),
+        "lintian found problems ({}):\n{}{}",
+        output.status,
+        output.stdout_text(),
+        output.stderr_text()
+    );
+    Ok(started.elapsed())
+}
+
 #[test]
 fn the_packages_install_run_upgrade_and_purge_cleanly_in_containers() -> anyhow::Result<()> {
     let Some(testbed) = Testbed::ensure()? else {
@@ -899,7 +921,8 @@ fn the_packages_install_run_upgrade_and_purge_cleanly_in_containers() -> anyhow:
                 "usr/lib/systemd/system/hostplane-coordinator.service",
                 "-rw-r--r--",
             ),
-            ("etc/hostplane/coordinator.toml", "-rw-r-----"),
+            // Shipped 0644; postinst's stat override makes it root:hostplane 0640.
+            ("etc/hostplane/coordinator.toml", "-rw-r--r--"),
         ],
     )?;
     clock.step("package contents, conffiles and maintainer scripts");
@@ -913,7 +936,9 @@ fn the_packages_install_run_upgrade_and_purge_cleanly_in_containers() -> anyhow:
             serve_arguments: vec!["--dev".into()],
         },
     };
-    let (agent, coordinator) = thread::scope(|scope| {
+    let (agent, coordinator, lint) = thread::scope(|scope| {
+        // Debian's own checks of the packages, while the containers work.
+        let lint = scope.spawn(|| lintian(&[&debs.agent, &debs.coordinator]));
         let agent = scope.spawn(|| {
             let mut clock = Clock::new("agent");
             let result = agent_part(&testbed, &debs, &upgrade, &host, &mut clock);
@@ -924,7 +949,7 @@ fn the_packages_install_run_upgrade_and_purge_cleanly_in_containers() -> anyhow:
             let result = coordinator_part(&testbed, &debs, &upgrade, &mut clock);
             (result, clock.report())
         });
-        (agent.join(), coordinator.join())
+        (agent.join(), coordinator.join(), lint.join())
     });
     clock.step("agent and coordinator in their containers");
     let mut failures = Vec::new();
@@ -938,6 +963,11 @@ fn the_packages_install_run_upgrade_and_purge_cleanly_in_containers() -> anyhow:
             }
             Err(_) => failures.push(format!("{part}: panicked")),
         }
+    }
+    match lint {
+        Ok(Ok(duration)) => eprintln!("[packages] lintian: no error or warning ({duration:.1?})"),
+        Ok(Err(error)) => failures.push(format!("lintian: {error:#}")),
+        Err(_) => failures.push("lintian: panicked".into()),
     }
     eprint!("{}", clock.report());
     if !failures.is_empty() {
