@@ -5,12 +5,12 @@
 //! Through the API only: register the Proxmox node, create and start an instance (a real
 //! container on the test bridge), get an enrollment token; the agent package is installed in the
 //! container with that token, the way a provider's template would. Then, still through the API:
-//! install nginx and fetch a page from the container, install MariaDB, create a database and
-//! dump it; restart the coordinator and reboot the container (through the API), and the agent
+//! install nginx and fetch a page from the container, create a vhost and fetch its page, deploy a
+//! certificate and fetch the page over HTTPS, install MariaDB, create a database and dump it; restart the coordinator and reboot the container (through the API), and the agent
 //! comes back by itself each time and keeps working; destroy the instance, which removes the
 //! container. Everything is torn down also when the test fails.
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
@@ -181,9 +181,86 @@ impl Panel<'_> {
     }
 }
 
-/// Fetches `http://ADDRESS/` from the host; the status and the body.
+/// Fetches `http://ADDRESS/` from the host; the status.
 fn fetch(api: &Api, address: Ipv4Addr) -> anyhow::Result<u16> {
     api.get_status(&format!("http://{address}/"))
+}
+
+/// The vhost's name, resolved to the container by the client (there is no DNS here).
+const SITE: &str = "e2e.example";
+/// A page Debian's nginx package puts under the web root's `html` folder.
+const PAGE: &str = "/index.nginx-debian.html";
+
+/// A client for the vhost: `SITE` resolves to `address`, and `ca` (PEM) is trusted for HTTPS.
+fn site_client(address: Ipv4Addr, ca: &str) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        // Port 0: the URL's port (80 or 443) is used.
+        .resolve(SITE, SocketAddr::from((address, 0)))
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes())?)
+        .timeout(Duration::from_secs(10))
+        .build()?)
+}
+
+/// GET `url` with `client`: the status and the body.
+fn get_page(
+    runtime: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    url: &str,
+) -> anyhow::Result<(u16, String)> {
+    runtime.block_on(async {
+        let response = client.get(url).send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.text().await?))
+    })
+}
+
+/// Waits until `url` answers 200 with a body containing `needle`.
+fn wait_for_page(
+    runtime: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    container: &Container,
+    url: &str,
+    needle: &str,
+) -> anyhow::Result<Duration> {
+    let mut last = String::new();
+    wait_until(
+        &format!("{url} serves a page with '{needle}'"),
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || {
+            let (status, body) = get_page(runtime, client, url)?;
+            last = format!("{status}: {}", &body[..body.len().min(300)]);
+            Ok(status == 200 && body.contains(needle))
+        },
+    )
+    .with_context(|| format!("last answer {last}\n{}", web_diagnosis(container)))
+}
+
+/// What the web server inside looks like, for a failure message.
+fn web_diagnosis(container: &Container) -> String {
+    let script = "systemctl status nginx --no-pager -l 2>&1 | tail -20; \
+                  journalctl -u nginx -u hostplane-agent -b --no-pager -o cat | tail -30; \
+                  ss -ltnp; ls -l /run/nginx.pid; cat /run/nginx.pid; ps -ef | grep [n]ginx";
+    match container.exec(&["sh", "-c", script]) {
+        Ok(output) => format!("{}{}", output.stdout_text(), output.stderr_text()),
+        Err(error) => format!("(no diagnosis: {error:#})"),
+    }
+}
+
+/// A test certificate authority and a certificate for [`SITE`] it signed: (CA PEM, certificate
+/// PEM, key PEM).
+fn site_certificate() -> anyhow::Result<(String, String, String)> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Hostplane e2e test CA");
+    let authority = CertifiedIssuer::self_signed(params, KeyPair::generate()?)?;
+    let key = KeyPair::generate()?;
+    let certificate =
+        CertificateParams::new(vec![SITE.to_string()])?.signed_by(&key, &authority)?;
+    Ok((authority.pem(), certificate.pem(), key.serialize_pem()))
 }
 
 #[test]
@@ -305,6 +382,50 @@ fn the_public_api_drives_a_real_container_through_its_agent() -> anyhow::Result<
     eprintln!("[e2e] nginx answered {page:.1?} after its install");
     clock.step("nginx installed through the API, a page fetched from the container");
 
+    // A vhost, then a certificate for it, through the API; the page over HTTP and HTTPS.
+    let (ca, certificate, key) = site_certificate()?;
+    let site = site_client(container.ip(), &ca)?;
+    panel.task(
+        "POST",
+        &format!("{base}/vhost/site"),
+        Some(json!({"server_names": [SITE], "root": "html"})),
+        Duration::from_secs(120),
+    )?;
+    let vhost = panel.ok("GET", &format!("{base}/vhost/site"), None)?;
+    ensure!(vhost.to_string().contains(SITE), "{vhost}");
+    wait_for_page(
+        &runtime,
+        &site,
+        &container,
+        &format!("http://{SITE}{PAGE}"),
+        "Welcome to nginx",
+    )?;
+    clock.step("vhost created through the API, its page fetched");
+    panel.task(
+        "POST",
+        &format!("/api/v1/service/ssl/instance/{instance}/vhost/site"),
+        Some(json!({"certificate": certificate, "private_key": key})),
+        Duration::from_secs(120),
+    )?;
+    let status = panel.ok(
+        "GET",
+        &format!("/api/v1/service/ssl/instance/{instance}/vhost/site"),
+        None,
+    )?;
+    ensure!(status.to_string().contains(SITE), "{status}");
+    ensure!(
+        !status.to_string().contains("PRIVATE KEY"),
+        "the key shows: {status}"
+    );
+    wait_for_page(
+        &runtime,
+        &site,
+        &container,
+        &format!("https://{SITE}{PAGE}"),
+        "Welcome to nginx",
+    )?;
+    clock.step("certificate deployed through the API, the page over HTTPS");
+
     panel.task(
         "POST",
         &format!("{base}/packages"),
@@ -361,20 +482,31 @@ fn the_public_api_drives_a_real_container_through_its_agent() -> anyhow::Result<
     ensure!(container.init_pid() != init, "the container did not reboot");
     let back = panel.wait_agent(instance, Duration::from_secs(120))?;
     eprintln!("[e2e] the agent was back {back:.1?} after the container was up");
-    wait_until(
-        "nginx answers after the reboot",
-        Duration::from_secs(60),
-        Duration::from_millis(250),
-        || Ok(fetch(&api, container.ip()).ok() == Some(200)),
-    )?;
+    // (The agent's nginx configuration answers only the vhosts' names, so ask for the site.)
     ensure!(panel.dump(instance, "shop")?.contains("Database: shop"));
+    wait_for_page(
+        &runtime,
+        &site,
+        &container,
+        &format!("http://{SITE}{PAGE}"),
+        "Welcome to nginx",
+    )?;
+    wait_for_page(
+        &runtime,
+        &site,
+        &container,
+        &format!("https://{SITE}{PAGE}"),
+        "Welcome to nginx",
+    )?;
     ensure!(
         panel
             .installed_packages(instance)?
             .iter()
             .any(|name| name == "mariadb-server")
     );
-    clock.step("container rebooted through the API: agent, nginx and MariaDB back");
+    clock.step(
+        "container rebooted through the API: agent, the site over HTTP and HTTPS, MariaDB back",
+    );
 
     let name = container.name().to_string();
     panel.task("DELETE", &base, None, Duration::from_secs(180))?;
