@@ -279,7 +279,7 @@ async fn expired_tickets_are_refused() {
     );
     assert_eq!(fresh.status(), 200);
     tokio::time::sleep(
-        (ttl + std::time::Duration::from_millis(600)).saturating_sub(issued.elapsed()),
+        (ttl + std::time::Duration::from_millis(600)).saturating_sub(answered.elapsed()),
     )
     .await;
     let stale = server
