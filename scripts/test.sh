@@ -10,7 +10,7 @@ log() { printf '==> %s\n' "$*"; }
 
 # Debian packages the tests use: real nginx, MariaDB, PostgreSQL, an ACME server, LXC, tools.
 packages=(nginx-light mariadb-server mariadb-client postgresql postgresql-client pebble lxc-templates rsync apt-cacher-ng
-          openssl curl ca-certificates lxc debootstrap iproute2 dpkg-dev)
+          openssl curl ca-certificates lxc debootstrap iproute2 dpkg-dev binutils lintian)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

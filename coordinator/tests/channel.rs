@@ -327,18 +327,37 @@ async fn short_lived_certificates_are_renewed_over_the_live_connection() {
     config.agent_cert_lifetime = Duration::from_secs(6);
     let running = start(config, &[101]).await;
     let channel = &running.app.channel;
+    let quic = running.quic.unwrap();
     enroll(&running, 101, &agent_dir).await;
+    let enrolled = agent::StateDir::new(&agent_dir).load_identity().unwrap();
     let handle = spawn_agent(&agent_dir);
     let first = connected(&handle, 1).await;
-    let state = handle
-        .wait_until(Duration::from_secs(30), |state| state.renewals >= 3)
-        .await
-        .unwrap_or_else(|state| panic!("three renewals did not happen: {state:?}"));
-    assert_eq!(state.connections, 1, "the connection stayed up");
-    assert!(state.certificate_not_after > first.certificate_not_after);
+    // Each renewal replaces the certificate under the live connection; requests keep working
+    // after every one of them.
+    let mut previous = first.certificate_not_after;
+    for renewals in 1..=3 {
+        let state = handle
+            .wait_until(Duration::from_secs(30), |state| state.renewals >= renewals)
+            .await
+            .unwrap_or_else(|state| panic!("renewal {renewals} did not happen: {state:?}"));
+        assert_eq!(state.connections, 1, "the connection stayed up");
+        assert!(state.certificate_not_after > previous);
+        previous = state.certificate_not_after;
+        channel.ping(101, Duration::from_secs(5)).await.unwrap();
+    }
     assert!(channel.stats().renewals >= 3);
-    channel.ping(101, Duration::from_secs(5)).await.unwrap();
     handle.stop().await;
+
+    // Renewal keeps the generation, so the certificate from enrollment is still one of ours
+    // with the current identity: only its expiry refuses it, inside the handshake.
+    assert!(enrolled.not_after < std::time::SystemTime::now());
+    let before = channel.stats();
+    let ca = rustls::pki_types::CertificateDer::from(channel.ca_certificate_der());
+    refused_in_handshake(attempt(quic, client_config(&ca, Some(&enrolled))).await);
+    assert_eq!(
+        channel.stats().handshakes_refused_chain,
+        before.handshakes_refused_chain + 1
+    );
 
     // The enrolled certificate has expired by now; the saved renewed one connects.
     let restarted = spawn_agent(&agent_dir);

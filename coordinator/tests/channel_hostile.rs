@@ -1,6 +1,6 @@
-//! Hostile input on the agent channel: a flood of garbage datagrams and oversized or malformed
-//! frames from an authenticated peer. In its own test binary so that memory measurements see
-//! only this test.
+//! Hostile input on the agent channel: a flood of garbage datagrams, oversized or malformed
+//! frames from an authenticated peer, and the same from unauthenticated peers on the enrollment
+//! ALPN. In its own test binary so that memory measurements see only this test.
 
 mod channel_support;
 
@@ -103,6 +103,71 @@ async fn garbage_datagrams_and_oversized_frames_do_not_hurt_the_coordinator() {
         matches!(&closed, quinn::ConnectionError::ApplicationClosed(close) if close.error_code == 4u32.into()),
         "{closed:?}"
     );
+
+    // A hello declared larger than the 16 KiB allowed before the welcome.
+    let connection = endpoint
+        .connect_with(
+            client_config(&ca, Some(&identity)),
+            quic,
+            protocol::COORDINATOR_SERVER_NAME,
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, _receive) = connection.open_bi().await.unwrap();
+    let violations = channel.stats().protocol_violations;
+    send.write_all(&(1u32 << 20).to_be_bytes()).await.unwrap();
+    send.write_all(&[0u8; 1024]).await.unwrap();
+    let closed = tokio::time::timeout(WAIT, connection.closed())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(close) if close.error_code == 4u32.into()),
+        "{closed:?}"
+    );
+    assert_eq!(channel.stats().protocol_violations, violations + 1);
+    assert!(!channel.is_connected(102));
+
+    // Unauthenticated peers on the enrollment ALPN, the one thing open to anyone: a frame
+    // declared far beyond the enrollment limit and bytes that are no handshake frame are cut off
+    // without an answer, and nothing is enrolled.
+    let mut oversized = (64u32 << 20).to_be_bytes().to_vec();
+    oversized.extend_from_slice(&[0u8; 1024]);
+    for (name, bytes) in [
+        ("oversized", oversized),
+        ("not a handshake frame", b"\0\0\0\x04HTTP".to_vec()),
+    ] {
+        let before = channel.stats();
+        let (config, _) =
+            agent::tls::enrollment_config(channel.ca_fingerprint(), agent::Transport::default())
+                .unwrap();
+        let connection = endpoint
+            .connect_with(config, quic, protocol::COORDINATOR_SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut send, mut receive) = connection.open_bi().await.unwrap();
+        send.write_all(&bytes).await.unwrap();
+        let closed = tokio::time::timeout(WAIT, connection.closed())
+            .await
+            .unwrap();
+        assert!(
+            matches!(&closed, quinn::ConnectionError::ApplicationClosed(close) if close.error_code == 7u32.into()),
+            "{name}: {closed:?}"
+        );
+        let answer = receive.read_to_end(1 << 20).await;
+        assert!(
+            !matches!(&answer, Ok(bytes) if !bytes.is_empty()),
+            "{name}: {answer:?}"
+        );
+        let after = channel.stats();
+        assert_eq!(
+            after.protocol_violations,
+            before.protocol_violations + 1,
+            "{name}"
+        );
+        assert_eq!(after.enrollments, before.enrollments, "{name}");
+    }
 
     channel.ping(101, Duration::from_secs(5)).await.unwrap();
     handle.stop().await;

@@ -11,6 +11,22 @@ use coordinator::store::Table;
 use coordinator::store::records::InstanceRecord;
 use serde_json::Value;
 
+/// `hostplane_agents_connected` from `/metrics`.
+async fn connected_gauge(server: &common::TestServer) -> i64 {
+    let text = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("hostplane_agents_connected "))
+        .unwrap_or_else(|| panic!("no agents gauge in {text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn enrollment_status_ping_and_revocation_over_http() {
     let mut server = common::TestServer::start().await;
@@ -85,6 +101,7 @@ async fn enrollment_status_ping_and_revocation_over_http() {
     for field in ["last_seen", "certificate_not_after"] {
         assert!(status.body[field].is_string(), "{field}: {:?}", status.body);
     }
+    assert_eq!(connected_gauge(&server).await, 1);
     let pong = server.admin("POST", ping, None).await;
     assert_eq!(pong.status, 200, "{:?}", pong.body);
     let rtt = pong.body["rtt_ms"].as_f64().expect("rtt_ms is a number");
@@ -102,6 +119,15 @@ async fn enrollment_status_ping_and_revocation_over_http() {
         .expect("the agent is cut off");
     let offline = server.admin("POST", ping, None).await;
     assert_eq!(offline.status, 503);
+    // The coordinator's side of the closed connection winds down on its own task.
+    let started = std::time::Instant::now();
+    while connected_gauge(&server).await != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the gauge still counts the revoked agent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     handle.stop().await;
     server.stop().await;
 }

@@ -646,7 +646,9 @@ mod tests {
             "listen 80 default_server;",
             "listen [::]:80 default_server;",
             "user \"www-data\";",
-            "pid \"/run/nginx-hostplane/nginx.pid\";",
+            // The pid file Debian's nginx.service waits for, temporary files on disk.
+            "pid \"/run/nginx.pid\";",
+            "client_body_temp_path \"/var/lib/nginx/hostplane/client_body\";",
         ] {
             assert!(text.contains(snippet), "missing {snippet:?} in\n{text}");
         }

@@ -39,6 +39,10 @@ pub fn routes(table: &mut RouteTable) {
 }
 
 async fn metrics(app: Arc<App>, _request: ApiRequest) -> ApiResult {
+    // Read at scrape time: the registry of live connections is the one source of the count.
+    app.metrics
+        .agents_connected
+        .set(app.channel.stats().connected as i64);
     let mut response = super::Reply::new(app.metrics.render().into());
     *response.status_mut() = StatusCode::OK;
     response.headers_mut().insert(

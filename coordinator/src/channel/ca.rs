@@ -355,6 +355,17 @@ impl CertificateAuthority {
         })
     }
 
+    /// A 32-byte secret for `purpose`: HMAC-SHA256 over the purpose, keyed with the CA's private
+    /// key. The same on every start for as long as the CA exists, so it needs no file of its own,
+    /// and no other secret can be computed from it.
+    pub fn derive_secret(&self, purpose: &str) -> [u8; 32] {
+        use aws_lc_rs::hmac;
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.issuer.key().serialize_der());
+        let mut secret = [0u8; 32];
+        secret.copy_from_slice(hmac::sign(&key, purpose.as_bytes()).as_ref());
+        secret
+    }
+
     /// A fresh key and certificate for the QUIC endpoint, named [`protocol::COORDINATOR_SERVER_NAME`].
     pub fn issue_server_certificate(
         &self,
@@ -425,6 +436,13 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let again = CertificateAuthority::load_or_create(dir.path(), &store).unwrap();
         assert_eq!(first.fingerprint(), again.fingerprint());
+        // Secrets derived from the CA key survive a restart and differ by purpose and by CA.
+        assert_eq!(first.derive_secret("a"), again.derive_secret("a"));
+        assert_ne!(first.derive_secret("a"), first.derive_secret("b"));
+        let other_dir = tempfile::tempdir().unwrap();
+        let other_store = Store::open(other_dir.path()).unwrap();
+        let other = CertificateAuthority::load_or_create(other_dir.path(), &other_store).unwrap();
+        assert_ne!(first.derive_secret("a"), other.derive_secret("a"));
 
         std::fs::remove_file(dir.path().join(CA_KEY_FILE)).unwrap();
         let error = CertificateAuthority::load_or_create(dir.path(), &store).unwrap_err();

@@ -34,6 +34,15 @@ const CONNECTION_RECEIVE_WINDOW: u32 = 1024 * 1024;
 const SEND_WINDOW: u64 = 1024 * 1024;
 /// The least time between two certificate renewals on one connection.
 const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(1);
+/// What the stateless-reset key and the connection-ID key are derived for (see
+/// [`endpoint_config`]).
+const RESET_KEY_PURPOSE: &str = "hostplane agent channel: QUIC stateless reset key v1";
+const CID_KEY_PURPOSE: &str = "hostplane agent channel: QUIC connection ID key v1";
+/// The least time between two stateless resets. quinn's default (20 ms) would let a restarted
+/// coordinator reset only 50 of its former connections a second; the rest would wait for their
+/// idle timeout. A reset is always smaller than the packet that caused it, so this is no
+/// amplification.
+const MIN_RESET_INTERVAL: Duration = Duration::from_millis(1);
 
 fn transport(inner: &Inner) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
@@ -93,6 +102,26 @@ fn server_config(inner: &Inner) -> Result<quinn::ServerConfig, ChannelError> {
     Ok(config)
 }
 
+/// The endpoint's stateless-reset key and the key its connection IDs are checked with are
+/// derived from the CA key instead of being random per process. After a crash, the restarted
+/// coordinator then recognises the connection IDs it handed out before, answers an agent's next
+/// packet on its old connection with a reset the agent can verify, and the agent reconnects at
+/// once instead of after its idle timeout. Datagrams with IDs it never made are still dropped
+/// without an answer.
+fn endpoint_config(inner: &Inner) -> quinn::EndpointConfig {
+    let reset_secret = inner.ca.derive_secret(RESET_KEY_PURPOSE);
+    let reset_key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &reset_secret);
+    let cid_secret = inner.ca.derive_secret(CID_KEY_PURPOSE);
+    let cid_key = u64::from_le_bytes(cid_secret[..8].try_into().expect("8 of 32 bytes"));
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    config
+        .cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        })
+        .min_reset_interval(MIN_RESET_INTERVAL);
+    config
+}
+
 fn bind_socket(inner: &Inner) -> Result<std::net::UdpSocket, ChannelError> {
     let address = inner.options.listen;
     let bind_error = |source| ChannelError::Bind { address, source };
@@ -126,7 +155,7 @@ pub(super) async fn start(inner: &Arc<Inner>) -> Result<SocketAddr, ChannelError
     let config = server_config(inner)?;
     let socket = bind_socket(inner)?;
     let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
+        endpoint_config(inner),
         Some(config),
         socket,
         Arc::new(quinn::TokioRuntime),

@@ -1,0 +1,170 @@
+//! A crash of the real `hostplane-coordinator serve` process (SIGKILL: no connection close goes
+//! out) and a restart on the same QUIC port: the connected agent is told by the restarted process,
+//! on its next packet, that its old connection is gone (a stateless reset the agent can verify),
+//! reconnects by itself, and answers pings through the API again.
+
+mod channel_support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use coordinator::store::records::InstanceRecord;
+use coordinator::store::{Store, Table};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_hostplane-coordinator");
+
+/// A coordinator process, killed when dropped.
+struct Coordinator {
+    child: Child,
+    http: String,
+    quic: String,
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &Path, quic_listen: &str) -> Coordinator {
+    let config = data.with_extension("toml");
+    std::fs::write(&config, "").unwrap();
+    let mut child = Command::new(BINARY)
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--http-listen", "127.0.0.1:0", "--quic-listen"])
+        .arg(quic_listen)
+        .env("HOSTPLANE_LOG", "warn")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("listening ") {
+                let _ = sender.send(line);
+            }
+        }
+    });
+    let line = receiver
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the coordinator says where it listens within a minute");
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|part| part.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+            .to_string()
+    };
+    Coordinator {
+        http: field("http="),
+        quic: field("quic="),
+        child,
+    }
+}
+
+async fn call(client: &reqwest::Client, key: &str, method: &str, url: String) -> serde_json::Value {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let response = client
+        .request(method, &url)
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    assert!(status.is_success(), "{url}: {status} {body}");
+    body
+}
+
+#[tokio::test]
+async fn after_a_crash_the_restarted_coordinator_resets_the_agent_which_reconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    {
+        let store = Store::open(&data).unwrap();
+        store
+            .put(
+                Table::Instances,
+                &InstanceRecord::key(101),
+                &channel_support::instance(101),
+            )
+            .unwrap();
+    }
+    let first = serve(&data, "127.0.0.1:0");
+    let key = std::fs::read_to_string(data.join("admin.key")).unwrap();
+    let key = key.trim();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let offer = call(
+        &client,
+        key,
+        "POST",
+        format!("{}/api/v1/instance/101/enrollment", first.http),
+    )
+    .await;
+    let agent_dir = dir.path().join("agent");
+    agent::enroll(agent::EnrollOptions::new(
+        offer["token"].as_str().unwrap(),
+        &agent_dir,
+    ))
+    .await
+    .unwrap();
+    let mut options = channel_support::run_options(&agent_dir);
+    // The idle timeout stays long (the coordinator's 40 s applies), so only a reset explains a
+    // quick reconnect; frequent keep-alives make the agent's next packet come soon.
+    options.transport = agent::Transport {
+        keep_alive: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(60),
+    };
+    // At least half a second between losing the connection and the next attempt, so the reason
+    // stays readable in the agent's state meanwhile.
+    options.backoff_initial = Duration::from_secs(1);
+    options.backoff_maximum = Duration::from_secs(1);
+    let handle = agent::spawn(
+        options,
+        agent::Handlers::standard(),
+        Arc::new(agent::MemoryFinishedTasks::new(100)),
+    )
+    .unwrap();
+    channel_support::connected(&handle, 1).await;
+    let ping = |http: &str| format!("{http}/api/v1/instance/101/agent/ping");
+    call(&client, key, "POST", ping(&first.http)).await;
+
+    // A crash: no CONNECTION_CLOSE reaches the agent.
+    let quic = first.quic.clone();
+    drop(first);
+    let second = serve(&data, &quic);
+    assert_eq!(second.quic, quic);
+    let lost = handle
+        .wait_until(Duration::from_secs(60), |state| state.last_error.is_some())
+        .await
+        .unwrap_or_else(|state| panic!("the agent never noticed the crash: {state:?}"));
+    assert_eq!(
+        lost.last_error.as_deref(),
+        Some("reset by peer"),
+        "the restarted coordinator, not the idle timeout, ended the old connection: {lost:?}"
+    );
+    let state = channel_support::connected(&handle, 2).await;
+    assert_eq!(
+        state.phase,
+        agent::Phase::Connected {
+            instance_id: 101,
+            generation: 1
+        }
+    );
+    let pong = call(&client, key, "POST", ping(&second.http)).await;
+    assert!(pong["rtt_ms"].is_number(), "{pong}");
+    handle.stop().await;
+}
