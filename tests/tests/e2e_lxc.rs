@@ -426,6 +426,32 @@ fn the_public_api_drives_a_real_container_through_its_agent() -> anyhow::Result<
     )?;
     clock.step("certificate deployed through the API, the page over HTTPS");
 
+    // nginx stopped behind the agent's back: the next change starts it through its systemd
+    // unit, so it is systemd's (and comes back at boot), not a child of the agent's service.
+    container.exec_checked(&["systemctl", "stop", "nginx.service"])?;
+    panel.task(
+        "PUT",
+        &format!("{base}/vhost/site"),
+        Some(json!({"server_names": [SITE], "root": "html",
+                    "limits": {"max_body_bytes": 4_194_304}})),
+        Duration::from_secs(120),
+    )?;
+    let active = container.exec_checked(&["systemctl", "is-active", "nginx.service"])?;
+    ensure!(active.trim() == "active", "nginx.service is {active}");
+    let cgroup = container.exec_checked(&["sh", "-c", "cat /proc/$(cat /run/nginx.pid)/cgroup"])?;
+    ensure!(
+        cgroup.contains("/nginx.service"),
+        "the nginx master is not in nginx.service: {cgroup}"
+    );
+    wait_for_page(
+        &runtime,
+        &site,
+        &container,
+        &format!("https://{SITE}{PAGE}"),
+        "Welcome to nginx",
+    )?;
+    clock.step("nginx stopped: a vhost change starts it again through systemd");
+
     panel.task(
         "POST",
         &format!("{base}/packages"),
