@@ -394,7 +394,7 @@ impl LxcBackend {
         if let Some(proxy) = &self.config.apt_proxy {
             files.push((
                 "etc/apt/apt.conf.d/01hostplane-proxy",
-                format!("Acquire::http::Proxy \"{proxy}\";\n"),
+                format!("Acquire::http::Proxy \"{proxy}\";\nAcquire::Retries \"3\";\n"),
             ));
         }
         for (file, content) in files {

@@ -45,9 +45,11 @@ pub fn network_config(address: Ipv4Addr) -> String {
     )
 }
 
-/// The apt setting that sends every download through the host's proxy.
+/// The apt settings that send every download through the host's proxy, retrying a failed
+/// download (apt waits longer before each retry) rather than failing a test on one connection
+/// that a loaded host answered too late.
 pub fn apt_proxy_config(port: u16) -> String {
-    format!("Acquire::http::Proxy \"http://{HOST_ADDRESS}:{port}\";\n")
+    format!("Acquire::http::Proxy \"http://{HOST_ADDRESS}:{port}\";\nAcquire::Retries \"3\";\n")
 }
 
 /// Files written into the root file system of the base (and of every clone) before start.
