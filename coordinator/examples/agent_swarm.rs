@@ -78,6 +78,9 @@ struct Args {
     /// A `hostplane-agent` binary to measure, as LABEL=PATH (repeatable).
     #[arg(long = "agent-binary")]
     agent_binaries: Vec<String>,
+    /// The simulated agents' QUIC keep-alive interval in seconds; by default the agent's own.
+    #[arg(long)]
+    keep_alive_seconds: Option<u64>,
     /// Before each coordinator run, the same agents against a bare quinn + rustls mutual-TLS
     /// server process (same certificates, TLS and transport settings, no agent protocol), so
     /// both are measured on the machine as it is at that moment.
@@ -134,12 +137,21 @@ async fn main() -> anyhow::Result<()> {
     let endpoints = client_endpoints(args.endpoints)?;
 
     let started = Instant::now();
+    let mut transport = agent::Transport::default();
+    if let Some(seconds) = args.keep_alive_seconds {
+        transport.keep_alive = Duration::from_secs(seconds.max(1));
+    }
+    println!(
+        "simulated agents: keep-alive {:?}, idle timeout {:?}",
+        transport.keep_alive, transport.idle_timeout
+    );
     let fixture = prepare(
         &data,
         largest,
         agent_binaries.len() as u32,
         &endpoints,
         args.concurrency,
+        transport,
     )
     .await?;
     println!(
@@ -314,6 +326,7 @@ async fn prepare(
     extra: u32,
     endpoints: &[quinn::Endpoint],
     concurrency: usize,
+    transport: agent::Transport,
 ) -> anyhow::Result<Fixture> {
     std::fs::create_dir_all(data)?;
     let store = Store::open(data)?;
@@ -358,7 +371,7 @@ async fn prepare(
                 tokio::time::timeout(HANDSHAKE_TIMEOUT, enroll(&endpoint, quic, &offer.token))
                     .await
                     .map_err(|_| anyhow!("enrollment of instance {instance} timed out"))??;
-            agent::tls::agent_config(&ca, &identity, agent::Transport::default())
+            agent::tls::agent_config(&ca, &identity, transport)
                 .map_err(|error| anyhow!("unusable identity: {error}"))
         }));
     }
