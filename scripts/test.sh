@@ -10,7 +10,7 @@ log() { printf '==> %s\n' "$*"; }
 
 # Debian packages the tests use: real nginx, MariaDB, PostgreSQL, an ACME server, LXC, tools.
 packages=(nginx-light mariadb-server mariadb-client postgresql postgresql-client pebble lxc-templates rsync apt-cacher-ng
-          openssl curl ca-certificates lxc debootstrap iproute2 dpkg-dev)
+          openssl curl ca-certificates lxc debootstrap iproute2 dpkg-dev binutils lintian)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -41,6 +41,10 @@ if dpkg-query -W -f='${Status}' hello 2>/dev/null | grep -q "install ok installe
   apt-get remove -y -qq hello >/dev/null || true
 fi
 
+# A fresh clone builds everything once: incremental state would only take disk space.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+log "disk before the build: $(df -h --output=avail . | tail -1 | tr -d ' ') free"
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -55,3 +59,4 @@ if command -v cargo-nextest >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+log "disk after the tests: $(df -h --output=avail . | tail -1 | tr -d ' ') free, target $(du -sh target | cut -f1)"

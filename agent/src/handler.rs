@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures_util::future::BoxFuture;
-use protocol::{ErrorCode, ErrorData, Operation, OperationOutput, TaskId, TaskOutcome};
+use protocol::{
+    DataStreamHeader, ErrorCode, ErrorData, Operation, OperationOutput, TaskId, TaskOutcome,
+};
 use tokio::sync::mpsc;
 
 /// The longest log line sent; longer lines are cut.
@@ -19,6 +21,39 @@ pub enum TaskEvent {
     Log(String),
 }
 
+/// Opens the stream that carries a task's bulk data (a database dump) to the coordinator.
+#[derive(Debug, Clone)]
+pub struct DataChannel {
+    connection: quinn::Connection,
+}
+
+impl DataChannel {
+    pub fn new(connection: quinn::Connection) -> DataChannel {
+        DataChannel { connection }
+    }
+
+    /// Opens a unidirectional stream and writes its [`DataStreamHeader`]; everything written
+    /// after that is the task's data. QUIC flow control makes writes wait while the coordinator
+    /// is slow to read, which is the back-pressure of the whole path.
+    pub async fn open(&self, task_id: TaskId) -> Result<quinn::SendStream, ErrorData> {
+        let lost = |error: &dyn std::fmt::Display| {
+            ErrorData::new(
+                ErrorCode::Unavailable,
+                format!("cannot open the data stream to the coordinator: {error}"),
+            )
+        };
+        let mut send = self
+            .connection
+            .open_uni()
+            .await
+            .map_err(|error| lost(&error))?;
+        crate::wire::write_message(&mut send, &DataStreamHeader { task_id })
+            .await
+            .map_err(|error| lost(&error))?;
+        Ok(send)
+    }
+}
+
 /// What a handler knows about the task it runs, and its way to report.
 #[derive(Debug, Clone)]
 pub struct TaskContext {
@@ -28,6 +63,7 @@ pub struct TaskContext {
     /// 1 for the first delivery.
     pub attempt: u32,
     events: mpsc::Sender<TaskEvent>,
+    data: Option<DataChannel>,
 }
 
 impl TaskContext {
@@ -43,7 +79,19 @@ impl TaskContext {
             deadline,
             attempt,
             events,
+            data: None,
         }
+    }
+
+    /// The same context with a way to open a data stream.
+    pub fn with_data_channel(mut self, data: DataChannel) -> TaskContext {
+        self.data = Some(data);
+        self
+    }
+
+    /// The way to open a data stream, when the transport gives one.
+    pub fn data_channel(&self) -> Option<&DataChannel> {
+        self.data.as_ref()
     }
 
     /// Reports progress (0 to 100). Waits while the coordinator is slow to read.
@@ -105,9 +153,17 @@ impl Handlers {
         Handlers::default()
     }
 
-    /// The handlers this build of the agent has.
+    /// The handlers this build of the agent has: ping, packages (apt, one at a time) and
+    /// databases (MariaDB and PostgreSQL found on the machine, dumps on a data stream).
     pub fn standard() -> Handlers {
-        Handlers::new().with(PingHandler)
+        let exclusive = crate::process::Exclusive::new();
+        Handlers::new()
+            .with(PingHandler)
+            .with(crate::packages::Packages::new(exclusive.clone()))
+            .with(crate::databases::Databases::new(
+                crate::databases::plan::DatabaseSettings::default(),
+            ))
+            .with(crate::web_handler::WebHandler::debian())
     }
 
     /// Adds a handler after the present ones.
@@ -154,6 +210,24 @@ pub fn operation_name(operation: &Operation) -> &'static str {
         Operation::DatabaseChangePassword { .. } => "database password change",
         Operation::DatabaseDrop { .. } => "database drop",
         Operation::DatabaseDump { .. } => "database dump",
+        Operation::VhostList => "vhost list",
+        Operation::VhostGet { .. } => "vhost read",
+        Operation::VhostPut { .. } => "vhost change",
+        Operation::VhostDelete { .. } => "vhost delete",
+        Operation::VhostSetExtra { .. } => "vhost administrator's block change",
+        Operation::CertificateGet { .. } => "certificate status",
+        Operation::CertificateDeploy { .. } => "certificate deploy",
+        Operation::CertificateRemove { .. } => "certificate remove",
+        Operation::CertificateRecordAttempt { .. } => "certificate attempt record",
+        Operation::CertificateRequestKey { .. } => "certificate key request",
+        Operation::CertificateDeployIssued { .. } => "issued certificate deploy",
+        Operation::AcmeChallengePut { .. } => "ACME challenge answer",
+        Operation::AcmeChallengeRemove { .. } => "ACME challenge removal",
+        Operation::CacheGet { .. } => "cache status",
+        Operation::CacheSet { .. } => "cache change",
+        Operation::CacheDisable { .. } => "cache disable",
+        Operation::CachePurge { .. } => "cache purge",
+        Operation::CertificateCheck { .. } => "certificate check",
     }
 }
 
@@ -200,7 +274,7 @@ mod tests {
 
     #[tokio::test]
     async fn dispatch_finds_the_handler_or_says_unsupported() {
-        let handlers = Handlers::standard();
+        let handlers = Handlers::new().with(PingHandler);
         let (context, _) = context();
         let pong = handlers
             .dispatch(

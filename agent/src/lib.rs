@@ -13,18 +13,22 @@ pub mod handler;
 pub mod packages;
 pub mod process;
 pub mod run;
+pub mod standby;
 pub mod state;
 pub mod tasks;
 pub mod tls;
 pub mod vhosts;
+pub mod web_handler;
 pub mod wire;
 
 pub use enroll::{EnrollError, EnrollOptions, Enrolled, enroll};
-pub use handler::{Handler, Handlers, PingHandler, TaskContext, TaskEvent};
+pub use handler::{DataChannel, Handler, Handlers, PingHandler, TaskContext, TaskEvent};
 pub use run::{AgentHandle, AgentState, Phase, RunOptions, run, spawn};
+pub use standby::{Standby, StandbyOptions, until_enrolled};
 pub use state::{StateDir, StateError};
-pub use tasks::{FinishedTasks, MemoryFinishedTasks};
+pub use tasks::{DiskFinishedTasks, FinishedTasks, MemoryFinishedTasks};
 pub use tls::Transport;
+pub use web_handler::WebHandler;
 
 /// The default state directory (certificate, key, CA, finished-task store).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/hostplane-agent";

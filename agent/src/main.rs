@@ -25,7 +25,8 @@ enum Command {
         #[arg(long)]
         coordinator: Option<String>,
     },
-    /// Connect to the coordinator and serve its requests (what the systemd unit runs).
+    /// Connect to the coordinator and serve its requests (what the systemd unit runs). Before
+    /// enrollment it waits, using a token left in the state directory as `enroll.token`.
     Run {
         /// Dial this HOST:PORT instead of the address saved at enrollment.
         #[arg(long, env = "HOSTPLANE_COORDINATOR")]
@@ -46,15 +47,28 @@ async fn shutdown_signal() {
     tracing::info!("stopping");
 }
 
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter =
+        EnvFilter::try_from_env("HOSTPLANE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    // Under systemd (JOURNAL_STREAM is set) logs go to the journal with their fields.
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        registry.with(journald).init();
+    } else {
+        registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HOSTPLANE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_tracing();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match cli.command {
         Command::Enroll { token, coordinator } => {
@@ -74,14 +88,23 @@ fn main() -> anyhow::Result<()> {
             coordinator,
             max_backoff_seconds,
         } => {
+            let mut standby = agent::StandbyOptions::new(&cli.state_dir);
+            standby.coordinator = coordinator.clone();
             let mut options = agent::RunOptions::new(&cli.state_dir);
             options.coordinator = coordinator;
             options.backoff_maximum = std::time::Duration::from_secs(max_backoff_seconds.max(1));
-            runtime.block_on(agent::run(
-                options,
-                agent::Handlers::standard(),
-                shutdown_signal(),
-            ))?;
+            standby.retry_maximum = options.backoff_maximum;
+            runtime.block_on(async {
+                let shutdown = shutdown_signal();
+                tokio::pin!(shutdown);
+                // Not enrolled yet: wait for an identity instead of failing.
+                tokio::select! {
+                    waited = agent::until_enrolled(&standby) => { waited?; }
+                    () = &mut shutdown => return Ok::<_, anyhow::Error>(()),
+                }
+                agent::run(options, agent::Handlers::standard(), shutdown).await?;
+                Ok(())
+            })?;
             Ok(())
         }
     }

@@ -18,11 +18,19 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::handler::{Handlers, TaskContext, TaskEvent};
+use crate::handler::{DataChannel, Handlers, TaskContext, TaskEvent};
 use crate::state::{Identity, StateDir, StateError};
-use crate::tasks::{Admission, FinishedTasks, MemoryFinishedTasks, TaskBook};
+use crate::tasks::{Admission, DiskFinishedTasks, FinishedTasks, TaskBook};
 use crate::tls::{Transport, agent_config};
 use crate::wire::{FrameReader, write_hello, write_message};
+
+/// The folder of the state directory that holds finished tasks' results.
+pub const TASKS_FOLDER: &str = "tasks";
+/// How many finished tasks the agent remembers (the oldest are forgotten first).
+pub const FINISHED_CAPACITY: usize = 10_000;
+/// How many tasks run at once; more wait (acknowledged) for a place. Operations that must not
+/// overlap at all (apt) also queue on their own lock.
+pub const MAX_CONCURRENT_TASKS: usize = 16;
 
 /// What `run` needs.
 #[derive(Debug, Clone)]
@@ -140,6 +148,7 @@ pub fn spawn(
         state_dir,
         handlers,
         book: TaskBook::new(finished),
+        places: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_TASKS)),
         publisher,
         stop: stop.clone(),
     };
@@ -153,11 +162,14 @@ pub async fn run(
     handlers: Handlers,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StateError> {
-    let handle = spawn(
-        options,
-        handlers,
-        Arc::new(MemoryFinishedTasks::new(10_000)),
-    )?;
+    let folder = options.state_dir.join(TASKS_FOLDER);
+    let finished = DiskFinishedTasks::open(&folder, FINISHED_CAPACITY).map_err(|source| {
+        StateError::Write {
+            path: folder.clone(),
+            source,
+        }
+    })?;
+    let handle = spawn(options, handlers, Arc::new(finished))?;
     shutdown.await;
     handle.stop().await;
     Ok(())
@@ -168,6 +180,8 @@ struct Runner {
     state_dir: StateDir,
     handlers: Handlers,
     book: TaskBook,
+    /// Places for running tasks.
+    places: Arc<tokio::sync::Semaphore>,
     publisher: watch::Sender<AgentState>,
     stop: CancellationToken,
 }
@@ -463,9 +477,13 @@ impl Runner {
                 },
                 incoming = connection.accept_bi() => match incoming {
                     Ok((send, receive)) => {
-                        let book = self.book.clone();
-                        let handlers = self.handlers.clone();
-                        tokio::spawn(serve_task(send, receive, book, handlers));
+                        let served = ServedTask {
+                            book: self.book.clone(),
+                            handlers: self.handlers.clone(),
+                            places: self.places.clone(),
+                            data: DataChannel::new(connection.clone()),
+                        };
+                        tokio::spawn(serve_task(send, receive, served));
                     }
                     Err(error) => return Some(explain(&error, Some(&identity))),
                 },
@@ -512,13 +530,22 @@ fn wire_to_connection(
     })
 }
 
-/// Serves one task stream opened by the coordinator.
-async fn serve_task(
-    mut send: quinn::SendStream,
-    receive: quinn::RecvStream,
+/// What serving a task stream needs from the runner.
+struct ServedTask {
     book: TaskBook,
     handlers: Handlers,
-) {
+    places: Arc<tokio::sync::Semaphore>,
+    data: DataChannel,
+}
+
+/// Serves one task stream opened by the coordinator.
+async fn serve_task(mut send: quinn::SendStream, receive: quinn::RecvStream, served: ServedTask) {
+    let ServedTask {
+        book,
+        handlers,
+        places,
+        data,
+    } = served;
     let mut reader = FrameReader::new(receive, protocol::MAX_FRAME);
     let first = tokio::time::timeout(
         Duration::from_secs(10),
@@ -579,6 +606,12 @@ async fn serve_task(
             }
         }
         Admission::Run => {
+            // Durably noted before the acknowledgement, so a delivery repeated after this agent
+            // restarted finds the task interrupted rather than new.
+            let remember = delivery.operation.changes_state();
+            if remember {
+                book.mark_started(task_id);
+            }
             let _ = write_message(
                 &mut send,
                 &AgentMessage::TaskAck {
@@ -587,8 +620,11 @@ async fn serve_task(
                 },
             )
             .await;
-            let outcome = perform(&mut send, &mut reader, delivery, handlers).await;
-            book.finish(task_id, &outcome);
+            let outcome = match places.acquire_owned().await {
+                Ok(_place) => perform(&mut send, &mut reader, delivery, handlers, data).await,
+                Err(_) => Err(ErrorData::new(ErrorCode::Internal, "the agent is stopping")),
+            };
+            book.finish_with(task_id, &outcome, remember);
             outcome
         }
     };
@@ -602,11 +638,13 @@ async fn perform(
     reader: &mut FrameReader,
     delivery: TaskDelivery,
     handlers: Handlers,
+    data: DataChannel,
 ) -> protocol::TaskOutcome {
     let task_id = delivery.task_id;
     let deadline = SystemTime::UNIX_EPOCH + Duration::from_millis(delivery.deadline_unix_ms);
     let (events, mut reports) = mpsc::channel(64);
-    let context = TaskContext::new(task_id, deadline, delivery.attempt, events);
+    let context =
+        TaskContext::new(task_id, deadline, delivery.attempt, events).with_data_channel(data);
     let mut work = tokio::spawn(handlers.dispatch(delivery.operation, context));
     let timeout = tokio::time::sleep_until(instant_at(deadline));
     tokio::pin!(timeout);

@@ -4,49 +4,12 @@
 
 mod vhosts_support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use agent::cache::{Bypass, CacheSettings, PurgeRequest};
 use agent::vhosts::WebError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use vhosts_support::{Site, proxy_spec, static_spec};
-
-/// An upstream that answers every request with its path and how many requests it has seen.
-async fn upstream() -> (std::net::SocketAddr, Arc<AtomicU64>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let count = Arc::new(AtomicU64::new(0));
-    let served = count.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let served = served.clone();
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buffer = [0u8; 4096];
-                while !request.windows(4).any(|window| window == b"\r\n\r\n")
-                    && request.len() < 65536
-                {
-                    match stream.read(&mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(read) => request.extend_from_slice(&buffer[..read]),
-                    }
-                }
-                let text = String::from_utf8_lossy(&request);
-                let path = text.split_whitespace().nth(1).unwrap_or("?").to_string();
-                let number = served.fetch_add(1, Ordering::SeqCst) + 1;
-                let body = format!("{path} #{number}");
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = stream.write_all(answer.as_bytes()).await;
-            });
-        }
-    });
-    (address, count)
-}
+use vhosts_support::{Site, proxy_spec, static_spec, upstream};
 
 fn settings(bypass: Bypass) -> CacheSettings {
     CacheSettings {

@@ -66,7 +66,7 @@ fn upload(
 ) -> CertificateUpload {
     CertificateUpload {
         certificate: certificate.to_string(),
-        private_key: key.serialize_pem(),
+        private_key: protocol::Secret::new(key.serialize_pem()),
         chain,
         redirect_http,
     }

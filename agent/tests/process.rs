@@ -146,3 +146,187 @@ async fn the_agent_binary_enrolls_runs_answers_pings_and_survives_a_coordinator_
     assert!(rtt < Duration::from_secs(5));
     running.stop().await;
 }
+
+/// Collects a child's standard error lines in the background.
+fn collect_lines(
+    stream: impl std::io::Read + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::BufRead;
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stream)
+            .lines()
+            .map_while(Result::ok)
+        {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+/// Waits (bounded) until `count` collected lines contain `needle`.
+async fn wait_for_lines(
+    lines: &std::sync::Mutex<Vec<String>>,
+    needle: &str,
+    count: usize,
+    timeout: Duration,
+) {
+    let started = Instant::now();
+    loop {
+        let seen = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.contains(needle))
+            .count();
+        if seen >= count {
+            return;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "not {count} lines with '{needle}' within {timeout:?}: {:#?}",
+            lines.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn before_enrollment_run_waits_retries_a_stored_token_until_the_coordinator_answers_and_connects()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let state = dir.path().join("agent");
+    let running = coordinator::server::start(Config::for_tests(data.clone()))
+        .await
+        .unwrap();
+    running
+        .app
+        .store
+        .put(Table::Instances, &InstanceRecord::key(102), &instance(102))
+        .unwrap();
+    let quic = running.quic.unwrap();
+    let offer = running.app.channel.issue_enrollment(102, "admin").unwrap();
+    // The coordinator goes away before the agent starts: nobody answers at the token's address.
+    running.stop().await;
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join(agent::standby::TOKEN_FILE),
+        format!("{}\n", offer.token),
+    )
+    .unwrap();
+
+    let mut child = Command::new(BINARY)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["run", "--max-backoff-seconds", "1"])
+        .env("HOSTPLANE_LOG", "info")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = collect_lines(child.stderr.take().unwrap());
+    let _agent = Guard(child);
+    wait_for_lines(&lines, "failed (", 2, Duration::from_secs(40)).await;
+    assert!(
+        state.join(agent::standby::TOKEN_FILE).exists(),
+        "kept for the next attempt"
+    );
+
+    let mut config = Config::for_tests(data);
+    config.quic_listen = quic;
+    let running = coordinator::server::start(config).await.unwrap();
+    wait_connected(&running.app.channel, 102).await;
+    running
+        .app
+        .channel
+        .ping(102, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        !state.join(agent::standby::TOKEN_FILE).exists(),
+        "the used token is removed"
+    );
+    wait_for_lines(&lines, "enrolled with the token", 1, Duration::from_secs(5)).await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_token_run_waits_for_a_separate_enroll_and_then_connects() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let state = dir.path().join("agent");
+    let running = coordinator::server::start(Config::for_tests(data))
+        .await
+        .unwrap();
+    running
+        .app
+        .store
+        .put(Table::Instances, &InstanceRecord::key(103), &instance(103))
+        .unwrap();
+    // A bad token left behind is set aside, and the service keeps waiting.
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join(agent::standby::TOKEN_FILE), "not-a-token\n").unwrap();
+    let mut child = Command::new(BINARY)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["run", "--max-backoff-seconds", "1"])
+        .env("HOSTPLANE_LOG", "info")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = collect_lines(child.stderr.take().unwrap());
+    let mut agent = Guard(child);
+    wait_for_lines(
+        &lines,
+        "cannot enroll this agent",
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(state.join(agent::standby::REFUSED_TOKEN_FILE).exists());
+    assert!(
+        agent.0.try_wait().unwrap().is_none(),
+        "the service keeps waiting"
+    );
+
+    let offer = running.app.channel.issue_enrollment(103, "admin").unwrap();
+    let arguments: Vec<String> = offer
+        .command
+        .split_whitespace()
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    let enroll = tokio::task::spawn_blocking({
+        let state = state.clone();
+        move || {
+            Command::new(BINARY)
+                .arg("--state-dir")
+                .arg(&state)
+                .args(&arguments)
+                .env("HOSTPLANE_LOG", "warn")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        enroll.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enroll.stderr)
+    );
+    wait_connected(&running.app.channel, 103).await;
+    wait_for_lines(
+        &lines,
+        "enrolled by `hostplane-agent enroll`",
+        1,
+        Duration::from_secs(5),
+    )
+    .await;
+    running.stop().await;
+}

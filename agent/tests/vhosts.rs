@@ -302,3 +302,37 @@ async fn changes_are_serialized() {
     }
     assert_eq!(site.ops.live_state().unwrap().vhosts.len(), 4);
 }
+
+#[tokio::test]
+async fn several_vhosts_apply_in_one_change_or_not_at_all() {
+    let Some(site) = Site::start().await else {
+        return;
+    };
+    site.document_root("s", "shared\n");
+    let generation = site.ops.live_state().unwrap().generation;
+    let batch: Vec<_> = (0..20)
+        .map(|index| {
+            (
+                format!("v{index}"),
+                static_spec(&[&format!("v{index}.example")], "s"),
+            )
+        })
+        .collect();
+    site.ops.put_vhosts(batch).await.unwrap();
+    let state = site.ops.live_state().unwrap();
+    assert_eq!(state.generation, generation + 1, "one generation for all");
+    assert_eq!(state.vhosts.len(), 20);
+    assert_eq!(site.body("v0.example").await, "shared\n");
+    assert_eq!(site.body("v19.example").await, "shared\n");
+
+    // One name served twice refuses the whole batch.
+    let clash = vec![
+        ("w1".to_string(), static_spec(&["w1.example"], "s")),
+        ("w2".to_string(), static_spec(&["v3.example"], "s")),
+    ];
+    assert!(matches!(
+        site.ops.put_vhosts(clash).await,
+        Err(WebError::Invalid(error)) if error.has("server_names")
+    ));
+    assert_eq!(site.ops.live_state().unwrap(), state);
+}

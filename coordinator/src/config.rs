@@ -13,6 +13,8 @@ use serde::Deserialize;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/hostplane/coordinator.toml";
 /// The production state directory.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/hostplane";
+/// The ACME directory certificates are issued through unless another is configured.
+pub const DEFAULT_ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
 
 /// A configuration problem, named precisely enough to fix it from one line.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,22 @@ pub struct FileConfig {
     pub agent_cert_lifetime_seconds: Option<u64>,
     pub enrollment_ttl_seconds: Option<u64>,
     pub log_format: Option<String>,
+    /// Glob patterns of the packages customers may install or remove (empty: any).
+    pub package_allow: Option<Vec<String>>,
+    /// Glob patterns of the packages customers may never install or remove; deny wins.
+    pub package_deny: Option<Vec<String>>,
+    /// The ACME directory URL (any RFC 8555 server).
+    pub acme_directory: Option<String>,
+    /// A PEM root certificate to trust for the ACME directory's TLS instead of the system's.
+    pub acme_ca_file: Option<PathBuf>,
+    /// An email address given to the ACME server as the account's contact.
+    pub acme_contact: Option<String>,
+    /// How many days before expiry a certificate is renewed.
+    pub acme_renew_before_days: Option<u64>,
+    /// How often the renewal loop looks for certificates due.
+    pub acme_check_interval_seconds: Option<u64>,
+    /// How long after a failed renewal the next attempt waits.
+    pub acme_retry_seconds: Option<u64>,
 }
 
 impl FileConfig {
@@ -104,8 +122,79 @@ pub struct Config {
     pub agent_cert_lifetime: Duration,
     pub enrollment_ttl: Duration,
     pub json_logs: bool,
+    /// Which packages customers may install or remove (admins are not limited).
+    pub package_policy: protocol::names::package_policy::PackagePolicy,
+    /// Where and how certificates are issued through ACME.
+    pub acme: AcmeSettings,
     /// Development mode: built-in Proxmox simulator, local addresses, an admin key printed.
     pub dev: bool,
+}
+
+/// The ACME client's settings.
+#[derive(Debug, Clone)]
+pub struct AcmeSettings {
+    /// The directory URL.
+    pub directory: String,
+    /// The root certificate trusted for the directory's TLS, when not the system's.
+    pub ca_file: Option<PathBuf>,
+    /// The account's contact email.
+    pub contact: Option<String>,
+    /// Certificates are renewed this long before they expire.
+    pub renew_before: Duration,
+    /// How often the renewal loop looks for certificates due.
+    pub check_interval: Duration,
+    /// How long after a failed renewal the next attempt waits.
+    pub retry_after: Duration,
+}
+
+impl AcmeSettings {
+    fn resolve(file: &FileConfig) -> Result<AcmeSettings, ConfigError> {
+        let directory = file
+            .acme_directory
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ACME_DIRECTORY.to_string());
+        if !(directory.starts_with("https://") || directory.starts_with("http://"))
+            || directory.chars().any(char::is_whitespace)
+        {
+            return Err(ConfigError::Invalid {
+                key: "acme_directory",
+                message: format!("{directory:?} is not an http(s) URL"),
+            });
+        }
+        if let Some(contact) = &file.acme_contact {
+            let valid = contact
+                .split_once('@')
+                .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+                && !contact.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    key: "acme_contact",
+                    message: format!("{contact:?} is not an email address"),
+                });
+            }
+        }
+        let days = file.acme_renew_before_days.unwrap_or(30);
+        if days == 0 || days > 3650 {
+            return Err(ConfigError::Invalid {
+                key: "acme_renew_before_days",
+                message: "must be between 1 and 3650".into(),
+            });
+        }
+        Ok(AcmeSettings {
+            directory,
+            ca_file: file.acme_ca_file.clone(),
+            contact: file.acme_contact.clone(),
+            renew_before: Duration::from_secs(days * 24 * 3600),
+            check_interval: positive(
+                "acme_check_interval_seconds",
+                file.acme_check_interval_seconds.unwrap_or(3600),
+            )?,
+            retry_after: positive(
+                "acme_retry_seconds",
+                file.acme_retry_seconds.unwrap_or(6 * 3600),
+            )?,
+        })
+    }
 }
 
 /// The HTTPS certificate and key files for the API.
@@ -141,6 +230,7 @@ impl Config {
         dev_data_dir: Option<PathBuf>,
     ) -> Result<Config, ConfigError> {
         let dev = overrides.dev;
+        let acme = AcmeSettings::resolve(&file)?;
         let data_dir = match overrides.data_dir.or(file.data_dir) {
             Some(dir) => dir,
             None if dev => dev_data_dir.ok_or(ConfigError::NoDataDir)?,
@@ -244,6 +334,14 @@ impl Config {
                 });
             }
         };
+        let package_policy = protocol::names::package_policy::PackagePolicy::new(
+            file.package_allow.unwrap_or_default(),
+            file.package_deny.unwrap_or_default(),
+        )
+        .map_err(|error| ConfigError::Invalid {
+            key: "package_allow/package_deny",
+            message: error.to_string(),
+        })?;
         Ok(Config {
             data_dir,
             http_listen,
@@ -255,6 +353,8 @@ impl Config {
             agent_cert_lifetime,
             enrollment_ttl,
             json_logs,
+            package_policy,
+            acme,
             dev,
         })
     }
@@ -317,6 +417,13 @@ mod tests {
             ("max_body_bytes = 10", "max_body_bytes"),
             ("htp_listen = \"127.0.0.1:1\"", "htp_listen"),
             ("ticket_ttl_seconds = \"soon\"", "invalid type"),
+            ("acme_directory = \"ftp://x\"", "acme_directory"),
+            ("acme_contact = \"nobody\"", "acme_contact"),
+            ("acme_renew_before_days = 0", "acme_renew_before_days"),
+            (
+                "acme_check_interval_seconds = 0",
+                "acme_check_interval_seconds",
+            ),
         ];
         for (text, expected) in cases {
             let error = resolve(text, Overrides::default()).unwrap_err();

@@ -1,7 +1,9 @@
 //! The Hostplane coordinator: the public REST API, the store, the task system, the Proxmox
 //! client and the agents' QUIC server. `main.rs` parses arguments and calls [`server::start`].
 
+pub mod acme;
 pub mod admin_cli;
+pub mod agentwork;
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
@@ -42,6 +44,10 @@ pub struct App {
     pub unknown_user_hash: String,
     /// The registered Proxmox nodes and their clients.
     pub proxmox: proxmox::registry::Registry,
+    /// Dump data streams on their way from an agent task to the HTTP request serving them.
+    pub dumps: agentwork::DumpHandoffs,
+    /// Certificates from ACME: the client and the renewal loop.
+    pub acme: acme::Acme,
 }
 
 impl App {
@@ -63,6 +69,11 @@ impl App {
                 ServeError::Startup(format!("cannot open the task system: {error}"))
             })?;
         api::agents::routes(&mut routes);
+        api::packages::routes(&mut routes);
+        api::databases::routes(&mut routes);
+        api::vhosts::routes(&mut routes);
+        api::web_services::routes(&mut routes);
+        let acme = acme::Acme::new(acme::AcmeClient::new(config.acme.clone(), store.clone()));
         let channel = channel::Channel::open(&config, &store)
             .map_err(|error| ServeError::Startup(error.to_string()))?;
         Ok(Arc::new(App {
@@ -76,12 +87,16 @@ impl App {
             login_limiter: auth::LoginLimiter::default(),
             unknown_user_hash,
             proxmox: proxmox::registry::Registry::default(),
+            dumps: agentwork::DumpHandoffs::default(),
+            acme,
         }))
     }
 
     /// Starts the background parts (QUIC listener, task driver); returns the QUIC address.
     pub async fn start_background(self: &Arc<Self>) -> Result<Option<SocketAddr>, ServeError> {
         proxmox::lifecycle::register(self);
+        agentwork::register(self);
+        acme::start(self);
         if self.config.dev {
             proxmox::dev::start(self)
                 .await
@@ -98,6 +113,7 @@ impl App {
 
     /// Stops the background parts.
     pub async fn shutdown(&self) {
+        self.acme.shutdown().await;
         self.channel.shutdown().await;
         self.tasks.shutdown().await;
         self.proxmox.shutdown().await;

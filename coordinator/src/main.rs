@@ -210,10 +210,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             runtime.block_on(async move {
                 let running = coordinator::server::start(config).await?;
                 if let Some(key) = &running.admin_key {
-                    println!(
-                        "admin api key (shown once, also in {}): {key}",
-                        running.app.config.data_dir.join("admin.key").display()
-                    );
+                    let path = running.app.config.data_dir.join("admin.key");
+                    // Under systemd this output is kept in the journal, which more people may
+                    // read than the key file: name the file only.
+                    if std::env::var_os("JOURNAL_STREAM").is_some() {
+                        println!("admin api key created: it is in {}", path.display());
+                    } else {
+                        println!(
+                            "admin api key (shown once, also in {}): {key}",
+                            path.display()
+                        );
+                    }
                 }
                 println!("{}", running.listening_line());
                 running.wait(shutdown_signal()).await;

@@ -250,10 +250,11 @@ async fn tickets_work_as_bearer_and_as_parameters_and_end_on_logout() {
 
 #[tokio::test]
 async fn expired_tickets_are_refused() {
-    let server =
-        TestServer::start_with(|config| config.ticket_ttl = std::time::Duration::from_secs(1))
-            .await;
+    // Long enough that a loaded machine still makes the first request in time.
+    let ttl = std::time::Duration::from_secs(4);
+    let server = TestServer::start_with(|config| config.ticket_ttl = ttl).await;
     server.customer("alice").await;
+    let issued = std::time::Instant::now();
     let login = server
         .call(
             "POST",
@@ -262,6 +263,7 @@ async fn expired_tickets_are_refused() {
             Some(json!({"username": "alice", "password": "secret-password"})),
         )
         .await;
+    let answered = std::time::Instant::now();
     let ticket = login.body["ticket"].as_str().unwrap().to_string();
     let fresh = server
         .client
@@ -270,8 +272,16 @@ async fn expired_tickets_are_refused() {
         .send()
         .await
         .unwrap();
+    // The ticket expires between `issued + ttl` and `answered + ttl`.
+    assert!(
+        issued.elapsed() < ttl,
+        "the machine is too slow to check a fresh ticket within its lifetime"
+    );
     assert_eq!(fresh.status(), 200);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(
+        (ttl + std::time::Duration::from_millis(600)).saturating_sub(answered.elapsed()),
+    )
+    .await;
     let stale = server
         .client
         .get(format!("{}/api/v1/apikey", server.url))

@@ -34,11 +34,14 @@ pub enum ErrorCode {
     ResourceExhausted,
     /// An external program ran and failed.
     CommandFailed,
+    /// The agent stopped (crashed, was killed or restarted) while the task was running; the work
+    /// may have been partly done and is not started again by itself.
+    Interrupted,
 }
 
 impl ErrorCode {
     /// Every code, in wire order.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::InvalidInput,
         ErrorCode::NotFound,
         ErrorCode::Conflict,
@@ -51,6 +54,7 @@ impl ErrorCode {
         ErrorCode::Unauthenticated,
         ErrorCode::ResourceExhausted,
         ErrorCode::CommandFailed,
+        ErrorCode::Interrupted,
     ];
 
     /// The snake case name, for example `invalid_input`.
@@ -68,6 +72,7 @@ impl ErrorCode {
             ErrorCode::Unauthenticated => "unauthenticated",
             ErrorCode::ResourceExhausted => "resource_exhausted",
             ErrorCode::CommandFailed => "command_failed",
+            ErrorCode::Interrupted => "interrupted",
         }
     }
 }

@@ -36,7 +36,9 @@ mod error_data;
 mod frame;
 mod handshake;
 mod message;
+pub mod names;
 mod task;
+pub mod web;
 
 pub use enrollment_token::{
     EnrollmentToken, MAX_TOKEN_ADDRESS, TOKEN_PREFIX, TOKEN_SECRET_BYTES, TokenError,

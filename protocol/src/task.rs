@@ -3,6 +3,10 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ErrorData;
+use crate::web::{
+    CacheSettings, CacheStatus, CertificateSource, CertificateStatus, CertificateUpload, Presence,
+    PurgeReport, PurgeRequest, VhostId, VhostInfo, VhostSpec,
+};
 
 /// The id of a task: 16 random bytes (a UUID), chosen by the coordinator.
 ///
@@ -137,8 +141,7 @@ pub enum DatabaseEngine {
 /// One typed operation for an agent. There is deliberately no way to run an arbitrary command.
 ///
 /// New variants are only ever appended at the end, never inserted, removed or reordered, because
-/// bincode identifies a variant by its position (web server virtual hosts, certificates and caches
-/// come later). A peer that receives a variant it does not know fails to decode the message and
+/// bincode identifies a variant by its position. A peer that receives a variant it does not know fails to decode the message and
 /// answers [`crate::ErrorCode::Unsupported`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operation {
@@ -212,6 +215,180 @@ pub enum Operation {
         /// Compress the dump with zstd before sending it.
         compress_zstd: bool,
     },
+    /// List the vhosts. Answers [`OperationOutput::Vhosts`].
+    VhostList,
+    /// One vhost with its applied version. Answers [`OperationOutput::Vhost`].
+    VhostGet {
+        /// The vhost.
+        id: VhostId,
+    },
+    /// Create or change a vhost as one tested, reversible change of the web server; its
+    /// administrator's block, certificate and cache stay. Answers [`OperationOutput::Vhost`].
+    VhostPut {
+        /// The vhost.
+        id: VhostId,
+        /// What it serves and how.
+        spec: VhostSpec,
+        /// Whether the vhost must be new, must exist, or either.
+        presence: Presence,
+    },
+    /// Remove a vhost with its certificate, challenge answers and cache. Answers
+    /// [`OperationOutput::Done`].
+    VhostDelete {
+        /// The vhost.
+        id: VhostId,
+    },
+    /// Set (or clear, with `None`) a vhost's administrator's block, kept apart from the spec so
+    /// that customer changes never lose it. Answers [`OperationOutput::Vhost`].
+    VhostSetExtra {
+        /// The vhost.
+        id: VhostId,
+        /// nginx directives placed verbatim inside the vhost's server block.
+        extra: Option<String>,
+    },
+    /// The TLS status of a vhost. Answers [`OperationOutput::Certificate`].
+    CertificateGet {
+        /// The vhost.
+        vhost: VhostId,
+    },
+    /// Check a certificate and its key against the vhost's names and the agent's clock, write it
+    /// and switch the vhost to HTTPS. Answers [`OperationOutput::Certificate`].
+    CertificateDeploy {
+        /// The vhost.
+        vhost: VhostId,
+        /// Certificate, key and chain in PEM.
+        upload: CertificateUpload,
+        /// Where it came from.
+        source: CertificateSource,
+    },
+    /// Turn TLS off for a vhost and remove its certificate files. Answers
+    /// [`OperationOutput::Done`].
+    CertificateRemove {
+        /// The vhost.
+        vhost: VhostId,
+    },
+    /// Record an attempt that failed before anything reached the agent (an ACME order the CA
+    /// refused), so the status shows it. Answers [`OperationOutput::Done`].
+    CertificateRecordAttempt {
+        /// The vhost.
+        vhost: VhostId,
+        /// Where the certificate was to come from.
+        source: CertificateSource,
+        /// Why it failed; `None` records a success.
+        error: Option<String>,
+    },
+    /// Make a new private key on the agent, kept for the vhost and never sent, and answer a
+    /// certificate signing request for every name of the vhost. Answers
+    /// [`OperationOutput::CertificateSigningRequest`].
+    CertificateRequestKey {
+        /// The vhost.
+        vhost: VhostId,
+    },
+    /// Deploy an issued certificate with the key of the latest
+    /// [`Operation::CertificateRequestKey`] for the vhost. Answers
+    /// [`OperationOutput::Certificate`].
+    CertificateDeployIssued {
+        /// The vhost.
+        vhost: VhostId,
+        /// Leaf then chain, in PEM.
+        certificate_chain: String,
+        /// Whether plain HTTP should now redirect to HTTPS (unchanged when absent).
+        redirect_http: Option<bool>,
+        /// Where it came from.
+        source: CertificateSource,
+    },
+    /// Answer `/.well-known/acme-challenge/<token>` on the vhost with the key authorization
+    /// (HTTP-01). Answers [`OperationOutput::Done`].
+    AcmeChallengePut {
+        /// The vhost.
+        vhost: VhostId,
+        /// The challenge token.
+        token: String,
+        /// The token, a '.', and the account key thumbprint.
+        key_authorization: String,
+    },
+    /// Stop answering a challenge token. Answers [`OperationOutput::Done`].
+    AcmeChallengeRemove {
+        /// The vhost.
+        vhost: VhostId,
+        /// The challenge token.
+        token: String,
+    },
+    /// A vhost's cache settings and size. Answers [`OperationOutput::Cache`].
+    CacheGet {
+        /// The vhost.
+        vhost: VhostId,
+    },
+    /// Turn a vhost's cache on, or change its settings. Answers [`OperationOutput::Cache`].
+    CacheSet {
+        /// The vhost.
+        vhost: VhostId,
+        /// The settings.
+        settings: CacheSettings,
+        /// `New` to enable (the cache must be off), `Existing` to change (it must be on).
+        presence: Presence,
+    },
+    /// Turn a vhost's cache off and remove its files. Answers [`OperationOutput::Done`].
+    CacheDisable {
+        /// The vhost.
+        vhost: VhostId,
+    },
+    /// Remove cached answers, keeping the cache directory. Answers
+    /// [`OperationOutput::CachePurged`].
+    CachePurge {
+        /// The vhost.
+        vhost: VhostId,
+        /// Everything, or the given request URIs.
+        request: PurgeRequest,
+    },
+    /// Check a certificate against the vhost's names and the agent's clock without deploying it,
+    /// so that a bad upload is refused before a task exists. Answers [`OperationOutput::Done`],
+    /// or [`crate::ErrorCode::InvalidInput`] with the reasons per field.
+    CertificateCheck {
+        /// The vhost.
+        vhost: VhostId,
+        /// Certificate, key and chain in PEM.
+        upload: CertificateUpload,
+    },
+}
+
+impl Operation {
+    /// Whether performing the operation changes anything in the container. The agent records
+    /// such a task durably before it starts, so a delivery repeated after the agent restarted
+    /// mid-way is answered as interrupted instead of being done a second time; operations that
+    /// only read (or stream, as a dump does) are simply run again.
+    pub fn changes_state(&self) -> bool {
+        match self {
+            Operation::Ping { .. }
+            | Operation::PackageList { .. }
+            | Operation::DatabaseList { .. }
+            | Operation::DatabaseDump { .. }
+            | Operation::VhostList
+            | Operation::VhostGet { .. }
+            | Operation::CertificateGet { .. }
+            | Operation::CacheGet { .. }
+            | Operation::CertificateCheck { .. } => false,
+            Operation::PackageInstall { .. }
+            | Operation::PackageUpgrade { .. }
+            | Operation::PackageRemove { .. }
+            | Operation::DatabaseCreate { .. }
+            | Operation::DatabaseChangePassword { .. }
+            | Operation::DatabaseDrop { .. }
+            | Operation::VhostPut { .. }
+            | Operation::VhostDelete { .. }
+            | Operation::VhostSetExtra { .. }
+            | Operation::CertificateDeploy { .. }
+            | Operation::CertificateRemove { .. }
+            | Operation::CertificateRecordAttempt { .. }
+            | Operation::CertificateRequestKey { .. }
+            | Operation::CertificateDeployIssued { .. }
+            | Operation::AcmeChallengePut { .. }
+            | Operation::AcmeChallengeRemove { .. }
+            | Operation::CacheSet { .. }
+            | Operation::CacheDisable { .. }
+            | Operation::CachePurge { .. } => true,
+        }
+    }
 }
 
 /// One installed package.
@@ -259,6 +436,21 @@ pub enum OperationOutput {
         /// SHA-256 of exactly those bytes.
         sha256: [u8; 32],
     },
+    /// Vhosts, for [`Operation::VhostList`].
+    Vhosts(Vec<VhostInfo>),
+    /// One vhost as now applied.
+    Vhost(Box<VhostInfo>),
+    /// A vhost's TLS status.
+    Certificate(CertificateStatus),
+    /// The answer to [`Operation::CertificateRequestKey`].
+    CertificateSigningRequest {
+        /// The request, DER.
+        csr_der: Vec<u8>,
+    },
+    /// A vhost's cache status.
+    Cache(CacheStatus),
+    /// What a purge removed.
+    CachePurged(PurgeReport),
 }
 
 /// A task sent from the coordinator to an agent. Delivery is at least once: the same task may

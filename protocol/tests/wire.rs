@@ -197,6 +197,11 @@ fn strategies_generate_every_variant_of_every_enum() {
     check_every_variant_generated(refusal_reason());
     check_every_variant_generated(hello_reply());
     check_every_variant_generated(enroll_response());
+    check_every_variant_generated(presence());
+    check_every_variant_generated(www_redirect());
+    check_every_variant_generated(error_level());
+    check_every_variant_generated(certificate_source());
+    check_every_variant_generated(purge_request());
 }
 
 #[test]

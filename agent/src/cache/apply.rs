@@ -9,7 +9,7 @@ use crate::cache::{
 };
 use crate::vhosts::render::cache_path;
 use crate::vhosts::server::WebServer;
-use crate::vhosts::spec::VhostId;
+use crate::vhosts::spec::{Presence, VhostId};
 use crate::vhosts::{WebError, WebOps, io_context, remove_dir_if_present};
 
 impl<S: WebServer> WebOps<S> {
@@ -19,14 +19,48 @@ impl<S: WebServer> WebOps<S> {
         id: &str,
         settings: CacheSettings,
     ) -> Result<CacheStatus, WebError> {
+        self.set_cache_expecting(id, settings, Presence::Any).await
+    }
+
+    /// Turns the cache on (`New`: it must be off, unless it is on with exactly these settings),
+    /// changes it (`Existing`: it must be on), or either (`Any`).
+    pub async fn set_cache_expecting(
+        &self,
+        id: &str,
+        settings: CacheSettings,
+        presence: Presence,
+    ) -> Result<CacheStatus, WebError> {
         let id = VhostId::parse(id)?;
         settings.validate()?;
+        if presence == Presence::New {
+            let state = self.live_state()?;
+            if state
+                .vhosts
+                .get(&id)
+                .is_some_and(|record| record.cache.as_ref() == Some(&settings))
+            {
+                return self.cache_status(id.as_str());
+            }
+        }
         let key = id.clone();
         self.transact(OffsetDateTime::now_utc(), move |state| {
             let record = state
                 .vhosts
                 .get_mut(&key)
                 .ok_or_else(|| WebError::NotFound(key.to_string()))?;
+            match (&record.cache, presence) {
+                (Some(_), Presence::New) => {
+                    return Err(WebError::Conflict(format!(
+                        "the cache of vhost {key} is on already; change it with PUT"
+                    )));
+                }
+                (None, Presence::Existing) => {
+                    return Err(WebError::Conflict(format!(
+                        "the cache of vhost {key} is off; enable it with POST"
+                    )));
+                }
+                _ => {}
+            }
             record.cache = Some(settings);
             Ok(Some(key))
         })

@@ -21,6 +21,8 @@ use crate::vhosts::{WebError, WebOps, io_context, remove_dir_if_present, write_f
 
 /// The file holding a vhost's latest certificate attempt.
 const ATTEMPT_FILE: &str = "attempt.json";
+/// The file holding the key made for a vhost's latest certificate signing request.
+const PENDING_KEY_FILE: &str = "pending-key.pem";
 
 impl<S: WebServer> WebOps<S> {
     fn vhost_tls_dir(&self, id: &VhostId) -> PathBuf {
@@ -72,6 +74,24 @@ impl<S: WebServer> WebOps<S> {
         }
         result?;
         self.certificate_status(id)
+    }
+
+    /// Checks a certificate for the vhost as a deployment would, without deploying it.
+    pub fn check_certificate(&self, id: &str, upload: &CertificateUpload) -> Result<(), WebError> {
+        let id = VhostId::parse(id)?;
+        let state = self.live_state()?;
+        let record = state
+            .vhosts
+            .get(&id)
+            .ok_or_else(|| WebError::NotFound(id.to_string()))?;
+        let names = record.spec.validate(&self.layout.web_root)?.all_names();
+        check_certificate(
+            upload,
+            &names,
+            OffsetDateTime::now_utc(),
+            CertificateSource::Upload,
+        )?;
+        Ok(())
     }
 
     async fn deploy_certificate_inner(
@@ -134,6 +154,79 @@ impl<S: WebServer> WebOps<S> {
                 Err(error)
             }
         }
+    }
+
+    /// Makes a new private key for the vhost, kept in its certificate directory (0600) and never
+    /// sent anywhere, and answers a certificate signing request (DER) for every name of the vhost.
+    /// A later request replaces the key; [`WebOps::deploy_issued_certificate`] uses the latest.
+    pub fn request_certificate_key(&self, id: &str) -> Result<Vec<u8>, WebError> {
+        let id = VhostId::parse(id)?;
+        let state = self.live_state()?;
+        let record = state
+            .vhosts
+            .get(&id)
+            .ok_or_else(|| WebError::NotFound(id.to_string()))?;
+        let names: Vec<String> = record
+            .spec
+            .validate(&self.layout.web_root)?
+            .all_names()
+            .iter()
+            .map(|name| name.as_str().to_string())
+            .collect();
+        let key = rcgen::KeyPair::generate()
+            .map_err(|error| WebError::State(format!("making a key failed: {error}")))?;
+        let csr = rcgen::CertificateParams::new(names)
+            .and_then(|mut params| {
+                params.distinguished_name = rcgen::DistinguishedName::new();
+                params.serialize_request(&key)
+            })
+            .map_err(|error| {
+                WebError::State(format!("making a signing request failed: {error}"))
+            })?;
+        let dir = self.vhost_tls_dir(&id);
+        Self::create_private_dir(&dir)?;
+        write_file_atomically(
+            &dir.join(PENDING_KEY_FILE),
+            key.serialize_pem().as_bytes(),
+            0o600,
+        )?;
+        Ok(csr.der().to_vec())
+    }
+
+    /// Checks and deploys an issued certificate (leaf then chain, PEM) with the key of the latest
+    /// [`WebOps::request_certificate_key`]; the key file is removed once the certificate serves.
+    pub async fn deploy_issued_certificate(
+        &self,
+        id: &str,
+        certificate_chain: String,
+        redirect_http: Option<bool>,
+        source: CertificateSource,
+    ) -> Result<CertificateStatus, WebError> {
+        let vhost = VhostId::parse(id)?;
+        let key_file = self.vhost_tls_dir(&vhost).join(PENDING_KEY_FILE);
+        let key = match std::fs::read_to_string(&key_file) {
+            Ok(key) => key,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(WebError::Conflict(format!(
+                    "vhost {vhost} has no key waiting for a certificate; request one first"
+                )));
+            }
+            Err(source) => {
+                return Err(WebError::Io {
+                    context: "reading the waiting key".into(),
+                    source,
+                });
+            }
+        };
+        let upload = CertificateUpload {
+            certificate: certificate_chain,
+            private_key: protocol::Secret::new(key),
+            chain: None,
+            redirect_http,
+        };
+        let status = self.deploy_certificate(id, upload, source).await?;
+        let _ = std::fs::remove_file(&key_file);
+        Ok(status)
     }
 
     /// Removes every certificate directory of a vhost but the one in service.

@@ -16,50 +16,12 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 use x509_parser::pem::Pem;
 
+pub use protocol::web::certificate::{
+    CertificateSource, CertificateUpload, MAX_CHAIN_LENGTH, MAX_PEM_BYTES, check_challenge,
+    name_covers,
+};
+
 use crate::vhosts::spec::{ServerName, ValidationError};
-
-/// The largest PEM text accepted in one field.
-pub const MAX_PEM_BYTES: usize = 64 * 1024;
-/// The most certificates in a chain, leaf included.
-pub const MAX_CHAIN_LENGTH: usize = 8;
-
-/// A certificate with its key and chain, in PEM, as uploaded or issued.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CertificateUpload {
-    /// The leaf certificate, optionally followed by its chain.
-    pub certificate: String,
-    /// The leaf's private key (PKCS #8, SEC1 or PKCS #1), unencrypted.
-    pub private_key: String,
-    /// Intermediate certificates, leaf's issuer first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chain: Option<String>,
-    /// Whether plain HTTP should now redirect to HTTPS (unchanged when absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redirect_http: Option<bool>,
-}
-
-impl fmt::Debug for CertificateUpload {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter
-            .debug_struct("CertificateUpload")
-            .field("certificate_bytes", &self.certificate.len())
-            .field("private_key", &"<redacted>")
-            .field("chain_bytes", &self.chain.as_ref().map(String::len))
-            .field("redirect_http", &self.redirect_http)
-            .finish()
-    }
-}
-
-/// Where a certificate came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CertificateSource {
-    /// Uploaded by the customer.
-    Upload,
-    /// Issued through ACME.
-    Acme,
-}
 
 /// What is known about a deployed certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +65,38 @@ pub struct CertificateStatus {
     pub redirect_http: bool,
     /// The latest attempt and its error.
     pub last_attempt: Option<CertificateAttempt>,
+}
+
+impl CertificateInfo {
+    /// The form that crosses the wire.
+    pub fn to_wire(&self) -> protocol::web::CertificateInfo {
+        protocol::web::CertificateInfo {
+            source: self.source,
+            issuer: self.issuer.clone(),
+            subject: self.subject.clone(),
+            names: self.names.clone(),
+            not_before_unix: self.not_before.unix_timestamp(),
+            not_after_unix: self.not_after.unix_timestamp(),
+            fingerprint_sha256: self.fingerprint_sha256.clone(),
+        }
+    }
+}
+
+impl CertificateStatus {
+    /// The form that crosses the wire.
+    pub fn to_wire(&self) -> protocol::web::CertificateStatus {
+        protocol::web::CertificateStatus {
+            certificate: self.certificate.as_ref().map(CertificateInfo::to_wire),
+            redirect_http: self.redirect_http,
+            last_attempt: self.last_attempt.as_ref().map(|attempt| {
+                protocol::web::CertificateAttempt {
+                    at_unix: attempt.at.unix_timestamp(),
+                    source: attempt.source,
+                    error: attempt.error.clone(),
+                }
+            }),
+        }
+    }
 }
 
 /// A certificate that passed every check, ready to be written.
@@ -171,21 +165,6 @@ fn certificate_names(certificate: &X509Certificate<'_>) -> Vec<String> {
     }
 }
 
-/// Whether a certificate name covers a server name: equal, or a one-label wildcard match of a plain
-/// name. A wildcard server name needs the same wildcard in the certificate.
-pub fn name_covers(certificate_name: &str, server_name: &ServerName) -> bool {
-    let server = server_name.as_str();
-    if certificate_name == server {
-        return true;
-    }
-    match certificate_name.strip_prefix("*.") {
-        Some(suffix) if !server_name.is_wildcard() => server
-            .split_once('.')
-            .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
-        _ => false,
-    }
-}
-
 /// Checks a certificate for a vhost at `now`: it parses, the key matches the leaf, the leaf covers
 /// every server name and is within its validity, and each chain certificate signed the one before.
 pub fn check_certificate(
@@ -199,7 +178,7 @@ pub fn check_certificate(
     if let Some(chain) = &upload.chain {
         blocks.extend(pem_blocks("chain", chain, &mut errors));
     }
-    let key_blocks = pem_blocks("private_key", &upload.private_key, &mut errors);
+    let key_blocks = pem_blocks("private_key", upload.private_key.expose(), &mut errors);
     if !errors.fields.is_empty() {
         return Err(errors);
     }
@@ -349,75 +328,9 @@ pub fn check_certificate(
     })
 }
 
-/// Checks an ACME challenge token (base64url, RFC 8555 section 8.3) and key authorization.
-pub fn check_challenge(token: &str, key_authorization: &str) -> Result<(), ValidationError> {
-    let mut errors = ValidationError::default();
-    let base64url = |text: &str| {
-        text.chars()
-            .all(|character| character.is_ascii_alphanumeric() || matches!(character, '-' | '_'))
-    };
-    if token.is_empty() || token.len() > 256 || !base64url(token) {
-        errors.push("token", "a token is 1 to 256 base64url characters");
-    }
-    let valid_authorization =
-        key_authorization
-            .split_once('.')
-            .is_some_and(|(prefix, thumbprint)| {
-                prefix == token && !thumbprint.is_empty() && base64url(thumbprint)
-            });
-    if !valid_authorization || key_authorization.len() > 512 {
-        errors.push(
-            "key_authorization",
-            "must be the token, a '.', and the account key thumbprint in base64url",
-        );
-    }
-    errors.into_result(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn name_coverage_cases() {
-        let cases = [
-            ("example.com", "example.com", true),
-            ("*.example.com", "www.example.com", true),
-            ("*.example.com", "example.com", false),
-            ("*.example.com", "a.b.example.com", false),
-            ("*.example.com", "*.example.com", true),
-            ("www.example.com", "*.example.com", false),
-            ("other.com", "example.com", false),
-        ];
-        for (certificate_name, server_name, expected) in cases {
-            let server_name = ServerName::parse(server_name).unwrap();
-            assert_eq!(
-                name_covers(certificate_name, &server_name),
-                expected,
-                "{certificate_name} / {server_name}"
-            );
-        }
-    }
-
-    #[test]
-    fn challenge_cases() {
-        let cases = [
-            ("abc_DEF-123", "abc_DEF-123.thumb", true),
-            ("abc", "abd.thumb", false),
-            ("abc", "abc.", false),
-            ("../x", "../x.t", false),
-            ("a/b", "a/b.t", false),
-            ("", ".t", false),
-            ("abc", "abc.t\nx", false),
-        ];
-        for (token, authorization, valid) in cases {
-            assert_eq!(
-                check_challenge(token, authorization).is_ok(),
-                valid,
-                "{token:?} {authorization:?}"
-            );
-        }
-    }
 
     #[test]
     fn broken_input_is_refused_per_field() {
@@ -438,7 +351,7 @@ mod tests {
         for (certificate, key, field) in cases {
             let upload = CertificateUpload {
                 certificate: certificate.into(),
-                private_key: key.into(),
+                private_key: protocol::Secret::new(key),
                 chain: None,
                 redirect_http: None,
             };

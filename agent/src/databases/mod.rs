@@ -9,7 +9,7 @@
 //! input, so a password never appears in an argument, an environment variable or a log line.
 
 pub mod dump;
-pub mod names;
+pub use protocol::names::database as names;
 pub mod plan;
 
 use std::os::unix::fs::FileTypeExt;
@@ -390,8 +390,7 @@ impl Databases {
 }
 
 impl Handler for Databases {
-    /// Every database operation except dumps, which need a data stream from the transport
-    /// (see [`Databases::dump`]).
+    /// Every database operation; a dump's data goes on the data stream the transport gives.
     fn handles(&self, operation: &Operation) -> bool {
         matches!(
             operation,
@@ -399,6 +398,7 @@ impl Handler for Databases {
                 | Operation::DatabaseCreate { .. }
                 | Operation::DatabaseChangePassword { .. }
                 | Operation::DatabaseDrop { .. }
+                | Operation::DatabaseDump { .. }
         )
     }
 
@@ -409,6 +409,16 @@ impl Handler for Databases {
     ) -> BoxFuture<'static, TaskOutcome> {
         let databases = self.clone();
         Box::pin(async move {
+            if let Operation::DatabaseDump {
+                engine,
+                name,
+                compress_zstd,
+            } = operation
+            {
+                return databases
+                    .send_dump(engine, &name, compress_zstd, &context)
+                    .await;
+            }
             let (mut sink, forwarding) = task_log(&context);
             let outcome = databases.perform(&operation, &mut sink).await;
             drop(sink);
@@ -420,6 +430,59 @@ impl Handler for Databases {
                 ))
             })
         })
+    }
+}
+
+impl Databases {
+    /// Runs a dump and sends it on the task's data stream as it is produced. A dump that fails
+    /// midway resets the stream, so the coordinator never takes what arrived for a whole dump,
+    /// and the result is the error.
+    async fn send_dump(
+        &self,
+        engine: DatabaseEngine,
+        name: &str,
+        compress_zstd: bool,
+        context: &TaskContext,
+    ) -> TaskOutcome {
+        use futures_util::StreamExt;
+        let Some(data) = context.data_channel() else {
+            return Err(ErrorData::new(
+                ErrorCode::Unsupported,
+                "a dump needs a data stream, which this transport does not give",
+            ));
+        };
+        let mut dump = self
+            .dump(engine, name, compress_zstd)
+            .await
+            .map_err(|error| error.to_error_data())?;
+        let mut send = data.open(context.task_id).await?;
+        while let Some(chunk) = dump.next().await {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    let _ = send.reset(quinn::VarInt::from_u32(1));
+                    return Err(error.to_error_data());
+                }
+            };
+            if let Err(error) = send.write_all(&chunk).await {
+                return Err(ErrorData::new(
+                    ErrorCode::Unavailable,
+                    format!("the coordinator stopped taking the dump: {error}"),
+                ));
+            }
+        }
+        let Some(summary) = dump.finished() else {
+            let _ = send.reset(quinn::VarInt::from_u32(1));
+            return Err(ErrorData::new(
+                ErrorCode::Internal,
+                "the dump ended without a summary",
+            ));
+        };
+        let _ = send.finish();
+        // Wait until the coordinator has read everything (or gave up), so the result never
+        // overtakes the data.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), send.stopped()).await;
+        Ok(summary.output())
     }
 }
 

@@ -8,9 +8,9 @@
 //! Invariant: a name is checked by [`names::PackageSpec::parse`] before any program starts, and
 //! two package operations of one agent never overlap (they queue on [`Exclusive::apt`]).
 
-pub mod names;
+pub use protocol::names::package as names;
 pub mod plan;
-pub mod policy;
+pub use protocol::names::package_policy as policy;
 
 use std::sync::Arc;
 

@@ -13,8 +13,13 @@ pub struct WebLayout {
     pub main_config: PathBuf,
     /// The agent's directory: configuration generations, the `live` link, certificates, challenges.
     pub base_dir: PathBuf,
-    /// Pid file and temporary request bodies.
+    /// Temporary request bodies and proxy buffers.
     pub runtime_dir: PathBuf,
+    /// The pid file of the nginx master.
+    pub pid_file: PathBuf,
+    /// The systemd unit that runs nginx, when systemd runs it: nginx is started through it, so
+    /// it is started again at boot and never lives in the agent's own service.
+    pub systemd_unit: Option<String>,
     /// Log files.
     pub log_dir: PathBuf,
     /// Every document root lives inside this directory.
@@ -41,12 +46,16 @@ pub struct WebLayout {
 
 impl WebLayout {
     /// The layout of a Debian container: nginx's own paths, ports 80 and 443 on every address.
+    /// The pid file is the one Debian's `nginx.service` waits for, and the temporary folders live
+    /// on disk beside Debian's, so the same configuration starts at boot under systemd.
     pub fn debian() -> WebLayout {
         WebLayout {
             nginx_binary: PathBuf::from("/usr/sbin/nginx"),
             main_config: PathBuf::from("/etc/nginx/nginx.conf"),
             base_dir: PathBuf::from("/etc/nginx/hostplane"),
-            runtime_dir: PathBuf::from("/run/nginx-hostplane"),
+            runtime_dir: PathBuf::from("/var/lib/nginx/hostplane"),
+            pid_file: PathBuf::from("/run/nginx.pid"),
+            systemd_unit: Some("nginx.service".into()),
             log_dir: PathBuf::from("/var/log/nginx"),
             web_root: PathBuf::from("/var/www"),
             cache_dir: PathBuf::from("/var/cache/nginx/hostplane"),
@@ -69,6 +78,8 @@ impl WebLayout {
             main_config: dir.join("nginx.conf"),
             base_dir: dir.join("hostplane"),
             runtime_dir: dir.join("run"),
+            pid_file: dir.join("run").join("nginx.pid"),
+            systemd_unit: None,
             log_dir: dir.join("log"),
             web_root: dir.join("www"),
             cache_dir: dir.join("cache"),
@@ -126,6 +137,6 @@ impl WebLayout {
 
     /// The pid file of the nginx master.
     pub fn pid_file(&self) -> PathBuf {
-        self.runtime_dir.join("nginx.pid")
+        self.pid_file.clone()
     }
 }

@@ -32,7 +32,7 @@ use crate::vhosts::plan::{render_site, stamp_versions};
 use crate::vhosts::probe::http_get;
 use crate::vhosts::render::{PROBE_HOST, PROBE_PATH, render_main_config};
 use crate::vhosts::server::{Nginx, WebServer};
-use crate::vhosts::spec::{ValidationError, VhostId, VhostSpec};
+use crate::vhosts::spec::{Presence, ValidationError, VhostId, VhostSpec};
 use crate::vhosts::state::{STATE_FILE, STATE_FORMAT, SiteState, VhostRecord, VhostView};
 
 /// The step of a change that failed.
@@ -49,6 +49,19 @@ pub enum ApplyStage {
     Activation,
     /// The request through nginx to the changed vhost.
     Check,
+}
+
+impl ApplyStage {
+    /// The stage's name in snake case, as the wire and the API show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApplyStage::Staging => "staging",
+            ApplyStage::ConfigTest => "config_test",
+            ApplyStage::Reload => "reload",
+            ApplyStage::Activation => "activation",
+            ApplyStage::Check => "check",
+        }
+    }
 }
 
 /// A change that was refused by the web server or failed its check, and what was done about it.
@@ -90,6 +103,9 @@ pub enum WebError {
     /// The vhost does not exist (404).
     #[error("vhost {0} does not exist")]
     NotFound(String),
+    /// The request contradicts the current state (the vhost exists already, the cache is off).
+    #[error("{0}")]
+    Conflict(String),
     /// The web server refused the change or the check failed; the previous state was restored.
     #[error("{0}")]
     Apply(ApplyFailure),
@@ -297,21 +313,88 @@ impl<S: WebServer> WebOps<S> {
 
     /// Creates or changes a vhost; its administrator's block, certificate and cache stay.
     pub async fn put_vhost(&self, id: &str, spec: VhostSpec) -> Result<VhostView, WebError> {
+        let (id, state) = self.put_vhost_expecting(id, spec, Presence::Any).await?;
+        Ok(state.vhosts[&id].view(&id))
+    }
+
+    /// Creates or changes a vhost as `presence` allows: a `New` vhost that exists already with
+    /// exactly this spec is left as it is (a repeated create succeeds without a reload).
+    pub async fn put_vhost_expecting(
+        &self,
+        id: &str,
+        spec: VhostSpec,
+        presence: Presence,
+    ) -> Result<(VhostId, SiteState), WebError> {
         let id = VhostId::parse(id)?;
         spec.validate(&self.layout.web_root)?;
+        if presence == Presence::New {
+            let state = self.live_state()?;
+            if state
+                .vhosts
+                .get(&id)
+                .is_some_and(|record| record.spec == spec)
+            {
+                return Ok((id, state));
+            }
+        }
         let key = id.clone();
         let applied = self
             .transact(OffsetDateTime::now_utc(), move |state| {
-                match state.vhosts.get_mut(&key) {
-                    Some(record) => record.spec = spec,
-                    None => {
+                match (state.vhosts.get_mut(&key), presence) {
+                    (Some(_), Presence::New) => {
+                        return Err(WebError::Conflict(format!(
+                            "vhost {key} exists already; change it with PUT"
+                        )));
+                    }
+                    (None, Presence::Existing) => return Err(WebError::NotFound(key.to_string())),
+                    (Some(record), _) => record.spec = spec,
+                    (None, _) => {
                         state.vhosts.insert(key.clone(), new_record(spec));
                     }
                 }
                 Ok(Some(key))
             })
             .await?;
-        Ok(applied.state.vhosts[&id].view(&id))
+        Ok((id, applied.state))
+    }
+
+    /// Creates or changes several vhosts in one change of the web server (one test, one
+    /// reload); nothing is applied unless all of them are.
+    pub async fn put_vhosts(&self, vhosts: Vec<(String, VhostSpec)>) -> Result<(), WebError> {
+        let mut checked = Vec::with_capacity(vhosts.len());
+        for (id, spec) in vhosts {
+            let id = VhostId::parse(&id)?;
+            spec.validate(&self.layout.web_root)?;
+            checked.push((id, spec));
+        }
+        self.transact(OffsetDateTime::now_utc(), move |state| {
+            for (id, spec) in checked {
+                match state.vhosts.get_mut(&id) {
+                    Some(record) => record.spec = spec,
+                    None => {
+                        state.vhosts.insert(id, new_record(spec));
+                    }
+                }
+            }
+            Ok(None)
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Every vhost as live now, with its full record.
+    pub fn vhost_records(&self) -> Result<Vec<(VhostId, VhostRecord)>, WebError> {
+        Ok(self.live_state()?.vhosts.into_iter().collect())
+    }
+
+    /// One vhost's full record as live now.
+    pub fn vhost_record(&self, id: &str) -> Result<(VhostId, VhostRecord), WebError> {
+        let id = VhostId::parse(id)?;
+        let mut state = self.live_state()?;
+        match state.vhosts.remove(&id) {
+            Some(record) => Ok((id, record)),
+            None => Err(WebError::NotFound(id.to_string())),
+        }
     }
 
     /// Sets or clears a vhost's administrator's block (administrators only).
@@ -430,8 +513,27 @@ impl<S: WebServer> WebOps<S> {
                 restore_error: None,
             }));
         }
+        // The state reaches the disk while nginx tests the configuration; the swap waits for it.
+        let state_file = dir.join(STATE_FILE);
+        let durable = tokio::task::spawn_blocking(move || {
+            std::fs::File::open(&state_file).and_then(|file| file.sync_all())
+        });
         let tested = self.server.test(&test_config).await;
         let _ = std::fs::remove_file(&test_config);
+        let durable = match durable.await {
+            Ok(result) => result,
+            Err(error) => Err(io::Error::other(error.to_string())),
+        };
+        if let (Ok(()), Err(error)) = (&tested, durable) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(WebError::Apply(ApplyFailure {
+                stage: ApplyStage::Staging,
+                message: format!("writing the new state to disk failed: {error}"),
+                output: String::new(),
+                restored: true,
+                restore_error: None,
+            }));
+        }
         if let Err(failure) = tested {
             let _ = std::fs::remove_dir_all(&dir);
             tracing::warn!(generation, output = %failure.output, "configuration test refused the change");
@@ -456,7 +558,9 @@ impl<S: WebServer> WebOps<S> {
         {
             Ok(()) => {
                 tracing::info!(generation, "configuration generation applied");
-                self.prune_generations(generation);
+                // Old generations go after the answer; nothing waits for their files to go.
+                let layout = self.layout.clone();
+                tokio::task::spawn_blocking(move || prune_generations(&layout, generation));
                 Ok(Applied {
                     generation,
                     state: next,
@@ -501,7 +605,17 @@ impl<S: WebServer> WebOps<S> {
         }
         let state_text =
             serde_json::to_vec_pretty(state).map_err(|error| WebError::State(error.to_string()))?;
-        write_file_atomically(&dir.join(STATE_FILE), &state_text, 0o600)?;
+        // Synced to disk by the caller, before the generation goes live.
+        let state_file = dir.join(STATE_FILE);
+        io_context(
+            (|| {
+                let mut options = std::fs::OpenOptions::new();
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let mut file = options.write(true).create_new(true).open(&state_file)?;
+                io::Write::write_all(&mut file, &state_text)
+            })(),
+            || format!("writing {}", state_file.display()),
+        )?;
         let main = render_main_config(&self.layout, dir);
         io_context(std::fs::write(test_config, main), || {
             format!("writing {}", test_config.display())
@@ -608,7 +722,7 @@ impl<S: WebServer> WebOps<S> {
                 Ok(answer) => last = format!("it still serves generation {}", answer.body.trim()),
                 Err(error) => last = error.to_string(),
             }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Err(format!(
             "nginx did not start serving configuration generation {generation} ({last})"
@@ -628,20 +742,21 @@ impl<S: WebServer> WebOps<S> {
     fn log_tail(&self, path: &Path) -> String {
         server::read_tail(path)
     }
+}
 
-    /// Removes old generations, keeping the newest few and the live one.
-    fn prune_generations(&self, live: u64) {
-        let Ok(mut numbers) = self.generation_numbers() else {
-            return;
-        };
-        numbers.sort_unstable();
-        let keep_from = numbers
-            .len()
-            .saturating_sub(self.layout.generations_kept.max(1));
-        for number in &numbers[..keep_from] {
-            if *number != live {
-                let _ = std::fs::remove_dir_all(self.layout.generation_dir(*number));
-            }
+/// Removes old generations, keeping the newest few and the live one.
+fn prune_generations(layout: &WebLayout, live: u64) {
+    let Ok(entries) = std::fs::read_dir(layout.generations_dir()) else {
+        return;
+    };
+    let mut numbers: Vec<u64> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    numbers.sort_unstable();
+    let keep_from = numbers.len().saturating_sub(layout.generations_kept.max(1));
+    for number in &numbers[..keep_from] {
+        if *number != live {
+            let _ = std::fs::remove_dir_all(layout.generation_dir(*number));
         }
     }
 }

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+pub use protocol::web::vhost::{MAX_EXTRA_BYTES, check_extra};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -109,41 +110,6 @@ pub fn render_site(state: &SiteState, layout: &WebLayout) -> Result<RenderedSite
         files.push((vhost_file(id), text));
     }
     errors.into_result(RenderedSite { files, hashes })
-}
-
-/// The largest administrator's block accepted.
-pub const MAX_EXTRA_BYTES: usize = 16 * 1024;
-
-/// Checks the administrator's block: bounded, text, balanced braces (nginx checks the rest).
-pub fn check_extra(extra: &str) -> Result<(), ValidationError> {
-    let mut depth: i64 = 0;
-    for character in extra.chars() {
-        match character {
-            '{' => depth += 1,
-            '}' => depth -= 1,
-            _ => {}
-        }
-        if depth < 0 {
-            break;
-        }
-    }
-    let mut errors = ValidationError::default();
-    if extra.len() > MAX_EXTRA_BYTES {
-        errors.push("extra", format!("is larger than {MAX_EXTRA_BYTES} bytes"));
-    }
-    if extra
-        .chars()
-        .any(|character| character.is_control() && character != '\n' && character != '\t')
-    {
-        errors.push("extra", "contains control characters");
-    }
-    if depth != 0 {
-        errors.push(
-            "extra",
-            "has unbalanced braces; it must stay inside the vhost's server block",
-        );
-    }
-    errors.into_result(())
 }
 
 fn same_settings(left: &VhostRecord, right: &VhostRecord) -> bool {

@@ -33,6 +33,7 @@ pub struct Nginx {
     main_config: PathBuf,
     startup_log: PathBuf,
     pid_file: PathBuf,
+    systemd_unit: Option<String>,
     deadline: Duration,
 }
 
@@ -44,6 +45,7 @@ impl Nginx {
             main_config: layout.main_config.clone(),
             startup_log: layout.main_error_log(),
             pid_file: layout.pid_file(),
+            systemd_unit: layout.systemd_unit.clone(),
             deadline: Duration::from_secs(30),
         }
     }
@@ -77,8 +79,29 @@ impl Nginx {
             .then_some(pid)
     }
 
-    /// Starts nginx (it detaches itself).
+    /// Starts nginx: through its systemd unit when systemd runs this system (so that nginx is
+    /// started again at boot and is not part of the agent's service), otherwise directly (it
+    /// detaches itself).
     pub async fn start(&self) -> Result<(), ServerFailure> {
+        if let Some(unit) = &self.systemd_unit
+            && Path::new("/run/systemd/system").is_dir()
+        {
+            let arguments: Vec<OsString> = vec!["start".into(), unit.into()];
+            return match run_program(Path::new("systemctl"), &arguments, self.deadline).await {
+                Ok(output) if output.success => Ok(()),
+                Ok(output) => Err(ServerFailure {
+                    message: format!(
+                        "systemctl start {unit} failed with exit code {:?}",
+                        output.code
+                    ),
+                    output: output.combined() + &read_tail(&self.startup_log),
+                }),
+                Err(error) => Err(ServerFailure {
+                    message: format!("systemctl start {unit} failed: {error}"),
+                    output: String::new(),
+                }),
+            };
+        }
         self.run("start", vec!["-c".into(), self.main_config.clone().into()])
             .await
     }
@@ -141,7 +164,7 @@ impl WebServer for Nginx {
             if old_workers.iter().all(|pid| !still.contains(pid)) {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Err(ServerFailure {
             message: "nginx kept its old worker processes: the new configuration was not loaded"

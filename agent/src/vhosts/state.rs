@@ -143,6 +143,29 @@ pub struct VersionSummary {
 }
 
 impl VhostRecord {
+    /// The form that crosses the wire, with the administrator's block.
+    pub fn to_wire(&self, id: &VhostId) -> protocol::web::VhostInfo {
+        protocol::web::VhostInfo {
+            id: id.clone(),
+            spec: self.spec.clone(),
+            version: self.version,
+            hash: self.hash.clone(),
+            applied_at_unix: self.applied_at.unix_timestamp(),
+            tls: self.tls.is_some(),
+            cache: self.cache.clone(),
+            extra: self.extra.clone(),
+            history: self
+                .history
+                .iter()
+                .map(|entry| protocol::web::VersionSummary {
+                    version: entry.version,
+                    hash: entry.hash.clone(),
+                    applied_at_unix: entry.applied_at.unix_timestamp(),
+                })
+                .collect(),
+        }
+    }
+
     /// The view of this record.
     pub fn view(&self, id: &VhostId) -> VhostView {
         VhostView {

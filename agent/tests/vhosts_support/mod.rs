@@ -7,6 +7,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use agent::WebHandler;
 use agent::vhosts::WebOps;
 use agent::vhosts::layout::WebLayout;
 use agent::vhosts::probe::{HttpAnswer, http_get};
@@ -100,26 +104,122 @@ impl Site {
 
 impl Drop for Site {
     fn drop(&mut self) {
-        let layout = self.ops.layout();
-        let pid = std::fs::read_to_string(layout.pid_file())
-            .ok()
-            .and_then(|text| text.trim().parse::<u32>().ok());
-        let _ = std::process::Command::new(&layout.nginx_binary)
-            .arg("-e")
-            .arg(layout.main_error_log())
-            .arg("-c")
-            .arg(&layout.main_config)
-            .args(["-s", "stop"])
-            .output();
-        if let Some(pid) = pid {
-            for _ in 0..100 {
-                if !Path::new("/proc").join(pid.to_string()).exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+        stop_nginx(self.ops.layout());
+    }
+}
+
+/// Stops the private nginx of a layout and waits (bounded) for its master to exit.
+pub fn stop_nginx(layout: &WebLayout) {
+    let pid = std::fs::read_to_string(layout.pid_file())
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok());
+    let _ = std::process::Command::new(&layout.nginx_binary)
+        .arg("-e")
+        .arg(layout.main_error_log())
+        .arg("-c")
+        .arg(&layout.main_config)
+        .args(["-s", "stop"])
+        .output();
+    if let Some(pid) = pid {
+        for _ in 0..100 {
+            if !Path::new("/proc").join(pid.to_string()).exists() {
+                break;
             }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// A private layout for the web handler; nginx is neither configured nor started until the
+/// handler's first change. Stops that nginx when dropped.
+pub struct HandlerSite {
+    pub dir: tempfile::TempDir,
+    pub handler: WebHandler,
+    layout: WebLayout,
+}
+
+impl HandlerSite {
+    /// A handler on a fresh private layout, or `None` when nginx is missing.
+    pub fn new() -> Option<HandlerSite> {
+        if !nginx_available() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let layout = WebLayout::private(dir.path(), free_port(), free_port());
+        Some(HandlerSite {
+            dir,
+            handler: WebHandler::nginx(layout.clone()),
+            layout,
+        })
+    }
+
+    pub fn layout(&self) -> &WebLayout {
+        &self.layout
+    }
+
+    /// Writes a document root under the web root with an index page.
+    pub fn document_root(&self, name: &str, index: &str) {
+        let root = self.layout.web_root.join(name);
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("index.html"), index).unwrap();
+    }
+
+    /// GET through nginx with a Host header.
+    pub async fn get(&self, host: &str, path: &str) -> std::io::Result<HttpAnswer> {
+        http_get(self.layout.http_listen, host, path, Duration::from_secs(5)).await
+    }
+
+    /// The body of a 200 answer, or a description of what came instead.
+    pub async fn body(&self, host: &str) -> String {
+        match self.get(host, "/").await {
+            Ok(answer) if answer.status == 200 => answer.body,
+            Ok(answer) => format!("status {}", answer.status),
+            Err(error) => format!("error {error}"),
+        }
+    }
+}
+
+impl Drop for HandlerSite {
+    fn drop(&mut self) {
+        stop_nginx(&self.layout);
+    }
+}
+
+/// An upstream that answers every request with its path and how many requests it has seen.
+pub async fn upstream() -> (SocketAddr, Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicU64::new(0));
+    let served = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let served = served.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !request.windows(4).any(|window| window == b"\r\n\r\n")
+                    && request.len() < 65536
+                {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => request.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request);
+                let path = text.split_whitespace().nth(1).unwrap_or("?").to_string();
+                let number = served.fetch_add(1, Ordering::SeqCst) + 1;
+                let body = format!("{path} #{number}");
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (address, count)
 }
 
 /// A static vhost spec.

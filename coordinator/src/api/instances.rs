@@ -688,7 +688,10 @@ pub fn check_quota(
 
 /// Refuses customers' changes to a suspended instance, and every change while it is being
 /// created or destroyed.
-fn check_changeable(principal: &Principal, record: &InstanceRecord) -> Result<(), ApiError> {
+pub(crate) fn check_changeable(
+    principal: &Principal,
+    record: &InstanceRecord,
+) -> Result<(), ApiError> {
     if record.suspended && !principal.is_admin() {
         return Err(conflict(
             "instance_suspended",

@@ -7,6 +7,7 @@
 //! ownership checks.
 
 pub mod agents;
+pub mod databases;
 pub mod error;
 pub mod health;
 pub mod instances;
@@ -14,11 +15,15 @@ pub mod list;
 pub mod nodes;
 pub mod openapi;
 pub mod operations;
+pub mod packages;
 pub mod quota;
 pub mod request;
 pub mod router;
 pub mod tasks;
 pub mod users;
+pub mod vhosts;
+pub mod web_json;
+pub mod web_services;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

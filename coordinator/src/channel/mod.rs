@@ -6,6 +6,7 @@
 //! a token is consumed in the same store transaction that records the certificate it paid for.
 
 pub mod ca;
+pub mod data;
 pub mod enrollment;
 pub mod rate;
 pub mod registry;
@@ -33,6 +34,7 @@ use rate::{EnrollmentLimiter, RateLimit};
 use registry::Registry;
 use verifier::{Authorization, Authorizations, RefusalCounts};
 
+pub use data::DataWaiter;
 pub use enrollment::EnrollmentOffer;
 pub use request::{Request, RequestEvent};
 
@@ -199,6 +201,8 @@ pub(crate) struct Inner {
     stop: CancellationToken,
     counters: Counters,
     next_connection: AtomicU64,
+    /// Tasks that expect a data stream from their agent.
+    data: data::DataWaiters,
 }
 
 /// The agents' channel. Cheap to clone.
@@ -272,6 +276,7 @@ impl Channel {
                 stop: CancellationToken::new(),
                 counters: Counters::default(),
                 next_connection: AtomicU64::new(1),
+                data: data::DataWaiters::default(),
             }),
         })
     }
@@ -337,6 +342,12 @@ impl Channel {
         deadline: Duration,
     ) -> Result<Request, ChannelError> {
         request::open(&self.inner, instance, delivery, deadline).await
+    }
+
+    /// Expects the data stream of task `task_id` from the agent of `instance`; register it
+    /// before the task is delivered.
+    pub fn expect_data(&self, instance: u32, task_id: TaskId) -> DataWaiter {
+        self.inner.data.expect(instance, task_id)
     }
 
     /// Sends `operation` as a new task (fresh id, first attempt) with `deadline` from now.

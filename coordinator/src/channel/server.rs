@@ -25,6 +25,8 @@ use crate::store::{StoreError, Table};
 /// The most streams an agent may open to the coordinator at once (its control stream and a few
 /// spare); the coordinator opens the request streams.
 const MAX_AGENT_BIDI_STREAMS: u32 = 8;
+/// The most data streams (dumps) an agent may have open at once.
+const MAX_AGENT_DATA_STREAMS: u32 = 4;
 /// Flow-control windows: bounded so that ten thousand agents cannot make the coordinator buffer
 /// more than a few GiB even if every one of them fills its windows.
 const STREAM_RECEIVE_WINDOW: u32 = 256 * 1024;
@@ -46,7 +48,7 @@ fn transport(inner: &Inner) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(VarInt::from_u32(MAX_AGENT_BIDI_STREAMS))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .max_concurrent_uni_streams(VarInt::from_u32(MAX_AGENT_DATA_STREAMS))
         .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
         .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW))
         .send_window(SEND_WINDOW)
@@ -400,6 +402,17 @@ async fn serve_agent(inner: Arc<Inner>, connection: quinn::Connection) {
         let message = tokio::select! {
             message = reader.message::<AgentMessage>() => message,
             _ = connection.closed() => break,
+            data = connection.accept_uni() => {
+                match data {
+                    Ok(stream) => {
+                        let waiters = inner.data.clone();
+                        let instance = identity.instance;
+                        inner.tracker.spawn(async move { waiters.accept(instance, stream).await });
+                        continue;
+                    }
+                    Err(_) => break,
+                }
+            }
             unexpected = connection.accept_bi() => {
                 // Agents open no other streams yet; refuse them without serving.
                 if let Ok((mut send, mut receive)) = unexpected {

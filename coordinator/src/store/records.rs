@@ -236,3 +236,60 @@ pub struct AgentCaRecord {
     pub fingerprint: String,
     pub created_at: String,
 }
+
+/// An ACME account (table `AcmeAccounts`, key: the directory URL). The credentials hold the
+/// account's private key: they never appear in an answer, a log line or a `Debug` output.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct AcmeAccountRecord {
+    /// The account's URL at the directory.
+    pub account_url: String,
+    /// `instant_acme::AccountCredentials` as JSON.
+    pub credentials: serde_json::Value,
+    pub created_at: String,
+}
+
+impl std::fmt::Debug for AcmeAccountRecord {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("AcmeAccountRecord")
+            .field("account_url", &self.account_url)
+            .field("credentials", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// A vhost whose certificate comes from ACME (table `AcmeCertificates`, key:
+/// [`AcmeCertificateRecord::key`]). The renewal loop reads these.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AcmeCertificateRecord {
+    pub instance: u32,
+    pub vhost: String,
+    /// The user the renewal tasks belong to (the instance's owner when it was asked for).
+    pub owner: String,
+    /// Whether HTTP redirects to HTTPS once the certificate serves.
+    #[serde(default)]
+    pub redirect_http: Option<bool>,
+    /// The names of the certificate in service.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Unix seconds: validity of the certificate in service, if one was issued.
+    #[serde(default)]
+    pub not_after: Option<i64>,
+    /// Unix seconds of the latest attempt, and its error when it failed.
+    #[serde(default)]
+    pub last_attempt_at: Option<i64>,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// The id of the issue or renewal task under way, if any.
+    #[serde(default)]
+    pub task: Option<String>,
+    pub created_at: String,
+}
+
+impl AcmeCertificateRecord {
+    /// The key of a vhost's record.
+    pub fn key(instance: u32, vhost: &str) -> String {
+        format!("{}/{vhost}", InstanceRecord::key(instance))
+    }
+}

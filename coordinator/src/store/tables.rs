@@ -44,6 +44,11 @@ pub enum Table {
     Agents,
     /// Key: SHA-256 hex of an enrollment token's secret. Value: `EnrollmentTokenRecord`.
     EnrollmentTokens,
+    /// Key: the ACME directory URL. Value: `AcmeAccountRecord` (the account key: a secret).
+    AcmeAccounts,
+    /// Key: `<VMID, 10 zero-padded digits>/<vhost id>`. Value: `AcmeCertificateRecord`, one per
+    /// vhost whose certificate is issued and renewed through ACME.
+    AcmeCertificates,
 }
 
 impl Table {
@@ -69,6 +74,8 @@ impl Table {
         Table::ProxmoxNodes,
         Table::Agents,
         Table::EnrollmentTokens,
+        Table::AcmeAccounts,
+        Table::AcmeCertificates,
     ];
 
     /// The redb table name, versioned.
@@ -94,6 +101,8 @@ impl Table {
             Table::ProxmoxNodes => "proxmox_nodes_v1",
             Table::Agents => "agents_v1",
             Table::EnrollmentTokens => "enrollment_tokens_v1",
+            Table::AcmeAccounts => "acme_accounts_v1",
+            Table::AcmeCertificates => "acme_certificates_v1",
         }
     }
 }

@@ -70,10 +70,11 @@ pub async fn enroll(running: &Running, instance: u32, state_dir: &Path) -> agent
         .expect("enrollment succeeds")
 }
 
+/// An agent that answers pings only: the channel tests are about the transport.
 pub fn spawn_agent(state_dir: &Path) -> agent::AgentHandle {
     agent::spawn(
         run_options(state_dir),
-        agent::Handlers::standard(),
+        agent::Handlers::new().with(agent::PingHandler),
         Arc::new(agent::MemoryFinishedTasks::new(100)),
     )
     .expect("the agent starts")

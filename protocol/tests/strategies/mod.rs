@@ -1,7 +1,9 @@
 //! Proptest strategies for every wire type, covering every enum variant.
 
 use proptest::collection::vec;
+use proptest::option;
 use proptest::prelude::*;
+use protocol::web::*;
 use protocol::*;
 
 pub fn text() -> impl Strategy<Value = String> {
@@ -63,7 +65,250 @@ pub fn operation() -> impl Strategy<Value = Operation> {
                 compress_zstd,
             }
         }),
+        Just(Operation::VhostList),
+        vhost_id().prop_map(|id| Operation::VhostGet { id }),
+        (vhost_id(), vhost_spec(), presence())
+            .prop_map(|(id, spec, presence)| Operation::VhostPut { id, spec, presence }),
+        vhost_id().prop_map(|id| Operation::VhostDelete { id }),
+        (vhost_id(), option::of(text()))
+            .prop_map(|(id, extra)| Operation::VhostSetExtra { id, extra }),
+        vhost_id().prop_map(|vhost| Operation::CertificateGet { vhost }),
+        (vhost_id(), certificate_upload(), certificate_source()).prop_map(
+            |(vhost, upload, source)| Operation::CertificateDeploy {
+                vhost,
+                upload,
+                source,
+            }
+        ),
+        vhost_id().prop_map(|vhost| Operation::CertificateRemove { vhost }),
+        (vhost_id(), certificate_source(), option::of(text())).prop_map(
+            |(vhost, source, error)| Operation::CertificateRecordAttempt {
+                vhost,
+                source,
+                error,
+            }
+        ),
+        vhost_id().prop_map(|vhost| Operation::CertificateRequestKey { vhost }),
+        (
+            vhost_id(),
+            text(),
+            option::of(any::<bool>()),
+            certificate_source()
+        )
+            .prop_map(|(vhost, certificate_chain, redirect_http, source)| {
+                Operation::CertificateDeployIssued {
+                    vhost,
+                    certificate_chain,
+                    redirect_http,
+                    source,
+                }
+            }),
+        (vhost_id(), text(), text()).prop_map(|(vhost, token, key_authorization)| {
+            Operation::AcmeChallengePut {
+                vhost,
+                token,
+                key_authorization,
+            }
+        }),
+        (vhost_id(), text())
+            .prop_map(|(vhost, token)| Operation::AcmeChallengeRemove { vhost, token }),
+        vhost_id().prop_map(|vhost| Operation::CacheGet { vhost }),
+        (vhost_id(), cache_settings(), presence()).prop_map(|(vhost, settings, presence)| {
+            Operation::CacheSet {
+                vhost,
+                settings,
+                presence,
+            }
+        }),
+        vhost_id().prop_map(|vhost| Operation::CacheDisable { vhost }),
+        (vhost_id(), purge_request())
+            .prop_map(|(vhost, request)| Operation::CachePurge { vhost, request }),
+        (vhost_id(), certificate_upload())
+            .prop_map(|(vhost, upload)| Operation::CertificateCheck { vhost, upload }),
     ]
+}
+
+pub fn vhost_id() -> impl Strategy<Value = VhostId> {
+    "[a-z0-9][a-z0-9-]{0,20}".prop_map(|id| VhostId::parse(&id).unwrap())
+}
+
+pub fn presence() -> impl Strategy<Value = Presence> {
+    prop_oneof![
+        Just(Presence::New),
+        Just(Presence::Existing),
+        Just(Presence::Any)
+    ]
+}
+
+pub fn www_redirect() -> impl Strategy<Value = WwwRedirect> {
+    prop_oneof![
+        Just(WwwRedirect::None),
+        Just(WwwRedirect::ToWww),
+        Just(WwwRedirect::FromWww)
+    ]
+}
+
+pub fn error_level() -> impl Strategy<Value = ErrorLevel> {
+    prop_oneof![
+        Just(ErrorLevel::Warn),
+        Just(ErrorLevel::Error),
+        Just(ErrorLevel::Crit)
+    ]
+}
+
+/// Any spec, valid or not: the wire carries what it is given.
+pub fn vhost_spec() -> impl Strategy<Value = VhostSpec> {
+    (
+        vec(text(), 0..3),
+        option::of(text()),
+        option::of(text()),
+        option::of(text()),
+        (www_redirect(), any::<bool>()),
+        (any::<bool>(), error_level()),
+        (option::of(any::<u64>()), option::of(any::<u32>())),
+    )
+        .prop_map(
+            |(server_names, root, proxy_pass, php, (www, https), (access, error_level), limits)| {
+                VhostSpec {
+                    server_names,
+                    root,
+                    proxy_pass,
+                    php: php.map(|socket| PhpSpec { socket }),
+                    redirects: Redirects { www, https },
+                    logs: Logs {
+                        access,
+                        error_level,
+                    },
+                    limits: Limits {
+                        max_body_bytes: limits.0,
+                        upstream_timeout_seconds: limits.1,
+                    },
+                }
+            },
+        )
+}
+
+pub fn certificate_source() -> impl Strategy<Value = CertificateSource> {
+    prop_oneof![
+        Just(CertificateSource::Upload),
+        Just(CertificateSource::Acme)
+    ]
+}
+
+pub fn certificate_upload() -> impl Strategy<Value = CertificateUpload> {
+    (
+        text(),
+        secret(),
+        option::of(text()),
+        option::of(any::<bool>()),
+    )
+        .prop_map(
+            |(certificate, private_key, chain, redirect_http)| CertificateUpload {
+                certificate,
+                private_key,
+                chain,
+                redirect_http,
+            },
+        )
+}
+
+pub fn cache_settings() -> impl Strategy<Value = CacheSettings> {
+    (any::<u32>(), any::<u32>(), names(), names()).prop_map(
+        |(ttl_seconds, max_size_megabytes, cookies, paths)| CacheSettings {
+            ttl_seconds,
+            max_size_megabytes,
+            bypass: Bypass { cookies, paths },
+        },
+    )
+}
+
+pub fn purge_request() -> impl Strategy<Value = PurgeRequest> {
+    prop_oneof![
+        Just(PurgeRequest::All),
+        names().prop_map(PurgeRequest::Paths)
+    ]
+}
+
+pub fn vhost_info() -> impl Strategy<Value = VhostInfo> {
+    (
+        vhost_id(),
+        vhost_spec(),
+        (any::<u64>(), text(), any::<i64>(), any::<bool>()),
+        option::of(cache_settings()),
+        option::of(text()),
+        vec(
+            (any::<u64>(), text(), any::<i64>()).prop_map(|(version, hash, applied_at_unix)| {
+                VersionSummary {
+                    version,
+                    hash,
+                    applied_at_unix,
+                }
+            }),
+            0..3,
+        ),
+    )
+        .prop_map(
+            |(id, spec, (version, hash, applied_at_unix, tls), cache, extra, history)| VhostInfo {
+                id,
+                spec,
+                version,
+                hash,
+                applied_at_unix,
+                tls,
+                cache,
+                extra,
+                history,
+            },
+        )
+}
+
+pub fn certificate_status() -> impl Strategy<Value = CertificateStatus> {
+    let info = (
+        certificate_source(),
+        text(),
+        text(),
+        names(),
+        any::<i64>(),
+        any::<i64>(),
+        text(),
+    )
+        .prop_map(
+            |(source, issuer, subject, names, not_before_unix, not_after_unix, fingerprint)| {
+                CertificateInfo {
+                    source,
+                    issuer,
+                    subject,
+                    names,
+                    not_before_unix,
+                    not_after_unix,
+                    fingerprint_sha256: fingerprint,
+                }
+            },
+        );
+    let attempt = (any::<i64>(), certificate_source(), option::of(text())).prop_map(
+        |(at_unix, source, error)| CertificateAttempt {
+            at_unix,
+            source,
+            error,
+        },
+    );
+    (option::of(info), any::<bool>(), option::of(attempt)).prop_map(
+        |(certificate, redirect_http, last_attempt)| CertificateStatus {
+            certificate,
+            redirect_http,
+            last_attempt,
+        },
+    )
+}
+
+pub fn cache_status() -> impl Strategy<Value = CacheStatus> {
+    (option::of(cache_settings()), any::<u64>(), any::<u64>()).prop_map(
+        |(settings, size_bytes, files)| CacheStatus {
+            settings,
+            size_bytes,
+            files,
+        },
+    )
 }
 
 pub fn package_info() -> impl Strategy<Value = PackageInfo> {
@@ -93,6 +338,13 @@ pub fn operation_output() -> impl Strategy<Value = OperationOutput> {
         Just(OperationOutput::Done),
         (any::<u64>(), any::<[u8; 32]>())
             .prop_map(|(bytes, sha256)| OperationOutput::DumpFinished { bytes, sha256 }),
+        vec(vhost_info(), 0..3).prop_map(OperationOutput::Vhosts),
+        vhost_info().prop_map(|info| OperationOutput::Vhost(Box::new(info))),
+        certificate_status().prop_map(OperationOutput::Certificate),
+        bytes().prop_map(|csr_der| OperationOutput::CertificateSigningRequest { csr_der }),
+        cache_status().prop_map(OperationOutput::Cache),
+        any::<u64>()
+            .prop_map(|removed_files| OperationOutput::CachePurged(PurgeReport { removed_files })),
     ]
 }
 

@@ -13,7 +13,7 @@
 //!
 //! Quoting is applied even to checked names, so the checks and the quoting each suffice alone.
 
-use protocol::{DatabaseEngine, Secret};
+use crate::{DatabaseEngine, Secret};
 
 /// The longest password accepted, in bytes.
 pub const MAX_PASSWORD: usize = 1024;

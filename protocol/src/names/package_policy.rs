@@ -6,7 +6,7 @@
 //! pattern matches it; otherwise it is permitted when the allow list is empty or an allow pattern
 //! matches it. Deny always wins.
 
-use super::names::{PackageSpec, parse_all};
+use super::package::{PackageSpec, parse_all};
 
 /// The longest pattern accepted.
 pub const MAX_PATTERN: usize = 128;
@@ -33,7 +33,7 @@ pub struct PatternError {
 pub enum Refusal {
     /// The name is not a valid package name at all.
     #[error("{0}")]
-    InvalidName(#[from] super::names::NameError),
+    InvalidName(#[from] super::package::NameError),
     /// A deny pattern matches.
     #[error("package {name:?} is denied by the pattern {pattern:?}")]
     Denied {

@@ -1,0 +1,338 @@
+//! The real `hostplane-coordinator` process killed with SIGKILL while an agent task is under
+//! way: started again on the same data directory, it resumes the task, delivers it again, and
+//! the agent (which finished the work meanwhile) answers from its store, so the task ends
+//! succeeded and the package is installed once.
+//!
+//! It holds dpkg's lock and installs a package on this machine, so it runs in the `dpkg` group
+//! of `.config/nextest.toml`, one at a time with the other tests that do.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coordinator::store::records::InstanceRecord;
+use coordinator::store::{Store, Table};
+use nix::fcntl::{FcntlArg, fcntl};
+use serde_json::{Value, json};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_hostplane-coordinator");
+const PACKAGE: &str = "sl";
+const INSTANCE: u32 = 101;
+
+struct Coordinator {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(data: &std::path::Path, quic_port: u16) -> Coordinator {
+    let mut child = Command::new(BINARY)
+        .args(["serve", "--http-listen", "127.0.0.1:0"])
+        .arg("--quic-listen")
+        .arg(format!("127.0.0.1:{quic_port}"))
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--config")
+        .arg(data.join("coordinator.toml"))
+        .env("HOSTPLANE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    let url = loop {
+        let line = receiver
+            .recv_timeout(Duration::from_secs(60).saturating_sub(started.elapsed()))
+            .expect("the coordinator says where it listens within a minute");
+        if let Some(rest) = line.strip_prefix("listening http=") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    Coordinator { child, url }
+}
+
+fn root_and_apt() -> bool {
+    let reason = if !nix::unistd::Uid::effective().is_root() {
+        Some("this test needs root".to_string())
+    } else {
+        let output = Command::new("apt-cache").args(["policy", PACKAGE]).output();
+        match output {
+            Ok(output)
+                if String::from_utf8_lossy(&output.stdout).contains("Candidate: ")
+                    && !String::from_utf8_lossy(&output.stdout).contains("Candidate: (none)") =>
+            {
+                None
+            }
+            _ => Some(format!(
+                "apt has no candidate for {PACKAGE}; run `apt-get update`"
+            )),
+        }
+    };
+    match reason {
+        None => true,
+        Some(reason) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("cannot run: {reason}");
+            }
+            eprintln!("SKIPPED, and this would fail under CI=true: {reason}");
+            false
+        }
+    }
+}
+
+fn installed() -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", PACKAGE])
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn remove_package() {
+    if installed() {
+        let status = Command::new("apt-get")
+            .args(["remove", "-y", "-qq", PACKAGE])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+fn installs_logged() -> usize {
+    std::fs::read_to_string("/var/log/dpkg.log")
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains(" install ") && line.contains(&format!(" {PACKAGE}:")))
+        .count()
+}
+
+fn hold_dpkg_lock() -> File {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open("/var/lib/dpkg/lock-frontend")
+        .unwrap();
+    let lock = nix::libc::flock {
+        l_type: nix::libc::F_WRLCK as nix::libc::c_short,
+        l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while fcntl(&file, FcntlArg::F_SETLK(&lock)).is_err() {
+        assert!(Instant::now() < deadline, "dpkg's lock stayed busy");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    file
+}
+
+async fn call(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = client
+        .request(method, format!("{url}{path}"))
+        .header("x-api-key", key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn wait_state(
+    client: &reqwest::Client,
+    url: &str,
+    key: &str,
+    id: &str,
+    states: &[&str],
+    timeout: Duration,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (_, body) = call(client, url, key, "GET", &format!("/api/v1/task/{id}"), None).await;
+        if states.contains(&body["task"]["state"].as_str().unwrap_or("")) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} did not reach {states:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_killed_mid_task_resumes_it_and_the_work_is_done_once() {
+    if !root_and_apt() {
+        return;
+    }
+    remove_package();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("coordinator.toml"), "").unwrap();
+    {
+        // The instance exists before the coordinator starts (as after a create through Proxmox).
+        let store = Store::open(&data).unwrap();
+        let record = InstanceRecord {
+            id: INSTANCE,
+            user: "nobody-yet".into(),
+            node: "pve1".into(),
+            hostname: "ct101".into(),
+            template: "debian-12".into(),
+            cpu: 1,
+            memory: 512,
+            swap: 0,
+            disk: 4,
+            state: "ready".into(),
+            suspended: false,
+            created_at: "2025-01-01T00:00:00Z".into(),
+            updated_at: "2025-01-01T00:00:00Z".into(),
+        };
+        store
+            .put(Table::Instances, &InstanceRecord::key(INSTANCE), &record)
+            .unwrap();
+    }
+    let quic_port = free_udp_port();
+    let coordinator = start(&data, quic_port);
+    let key = std::fs::read_to_string(data.join("admin.key"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let client = reqwest::Client::new();
+
+    let (status, offer) = call(
+        &client,
+        &coordinator.url,
+        &key,
+        "POST",
+        &format!("/api/v1/instance/{INSTANCE}/enrollment"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{offer}");
+    let state = dir.path().join("agent");
+    agent::enroll(agent::EnrollOptions::new(
+        offer["token"].as_str().unwrap(),
+        &state,
+    ))
+    .await
+    .expect("enrollment succeeds");
+    let mut options = agent::RunOptions::new(&state);
+    options.backoff_initial = Duration::from_millis(100);
+    options.backoff_maximum = Duration::from_millis(500);
+    // The killed coordinator sends no close: the agent notices through the idle timeout.
+    options.transport.idle_timeout = Duration::from_secs(3);
+    options.transport.keep_alive = Duration::from_millis(500);
+    let finished = agent::DiskFinishedTasks::open(state.join("tasks"), 100).unwrap();
+    let agent = agent::spawn(options, agent::Handlers::standard(), Arc::new(finished)).unwrap();
+    agent
+        .wait_until(Duration::from_secs(30), |state| {
+            matches!(state.phase, agent::Phase::Connected { .. })
+        })
+        .await
+        .expect("the agent connects");
+
+    let installs_before = installs_logged();
+    let lock = hold_dpkg_lock();
+    let (status, body) = call(
+        &client,
+        &coordinator.url,
+        &key,
+        "POST",
+        &format!("/api/v1/instance/{INSTANCE}/packages"),
+        Some(json!({"packages": [PACKAGE]})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["task"]["id"].as_str().unwrap().to_string();
+    wait_state(
+        &client,
+        &coordinator.url,
+        &key,
+        &id,
+        &["running"],
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // SIGKILL: nothing is written on the way out.
+    drop(coordinator);
+    drop(lock);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !installed() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not finish the install"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let coordinator = start(&data, quic_port);
+    let ended = wait_state(
+        &client,
+        &coordinator.url,
+        &key,
+        &id,
+        &["succeeded", "failed", "cancelled", "expired"],
+        Duration::from_secs(90),
+    )
+    .await;
+    assert_eq!(ended["task"]["state"], "succeeded", "{ended}");
+    let lines: Vec<&str> = ended["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|line| line["line"].as_str())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("already had this task")),
+        "{lines:?}"
+    );
+    assert_eq!(
+        installs_logged(),
+        installs_before + 1,
+        "installed once, not twice"
+    );
+    agent.stop().await;
+    drop(coordinator);
+    remove_package();
+}
