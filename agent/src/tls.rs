@@ -24,7 +24,12 @@ pub struct Transport {
 impl Default for Transport {
     fn default() -> Self {
         Transport {
-            keep_alive: Duration::from_secs(10),
+            // Longer than the heartbeat interval the coordinator names (15 s), so while
+            // heartbeats flow they keep the connection alive and no keep-alive is ever sent; it
+            // still fires within the idle timeout if a coordinator asks for rarer heartbeats.
+            // With 10 s, keep-alives from 10,000 agents cost the coordinator as much CPU as their
+            // heartbeats did.
+            keep_alive: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(40),
         }
     }

@@ -78,12 +78,26 @@ struct Args {
     /// A `hostplane-agent` binary to measure, as LABEL=PATH (repeatable).
     #[arg(long = "agent-binary")]
     agent_binaries: Vec<String>,
+    /// The simulated agents' QUIC keep-alive interval in seconds; by default the agent's own.
+    #[arg(long)]
+    keep_alive_seconds: Option<u64>,
+    /// Before each coordinator run, the same agents against a bare quinn + rustls mutual-TLS
+    /// server process (same certificates, TLS and transport settings, no agent protocol), so
+    /// both are measured on the machine as it is at that moment.
+    #[arg(long)]
+    bare: bool,
+    /// Run as that bare server on the CA in DATA_DIR (started by this program itself).
+    #[arg(long, value_name = "DATA_DIR", hide = true)]
+    bare_server: Option<PathBuf>,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     coordinator::install_crypto_provider();
+    if let Some(data) = &args.bare_server {
+        return bare_server(data).await;
+    }
     let coordinator_binary = match &args.coordinator {
         Some(path) => path.clone(),
         None => std::env::current_exe()?
@@ -123,12 +137,21 @@ async fn main() -> anyhow::Result<()> {
     let endpoints = client_endpoints(args.endpoints)?;
 
     let started = Instant::now();
+    let mut transport = agent::Transport::default();
+    if let Some(seconds) = args.keep_alive_seconds {
+        transport.keep_alive = Duration::from_secs(seconds.max(1));
+    }
+    println!(
+        "simulated agents: keep-alive {:?}, idle timeout {:?}",
+        transport.keep_alive, transport.idle_timeout
+    );
     let fixture = prepare(
         &data,
         largest,
         agent_binaries.len() as u32,
         &endpoints,
         args.concurrency,
+        transport,
     )
     .await?;
     println!(
@@ -146,6 +169,14 @@ async fn main() -> anyhow::Result<()> {
 
     let mut rows = Vec::new();
     for &count in &args.agents {
+        if args.bare {
+            let server = CoordinatorProcess::start_bare(&data, work.path()).await?;
+            let row = swarm(&server, &fixture, count, &endpoints, &args).await;
+            server.stop().await;
+            let row = row?;
+            println!("{}", row.describe());
+            rows.push(row);
+        }
         let server =
             CoordinatorProcess::start(&coordinator_binary, &data, &config_file, work.path())
                 .await?;
@@ -183,16 +214,20 @@ async fn main() -> anyhow::Result<()> {
     println!("load after the run: {}", loadavg());
     println!();
     println!(
-        "| agents | handshakes/s | cores busy while connecting: coordinator / load tool / rest of the machine | coordinator CPU per handshake | handshake p50 / p99 | coordinator RSS idle (baseline) | per idle agent | idle coordinator CPU | ping p50 / p99 (HTTP) | ping p50 / p99 (channel) | status read p50 / p99 (HTTP) |"
+        "| server | agents | handshakes/s | cores busy while connecting: server / load tool / rest \
+         of the machine | server CPU per handshake | handshake p50 / p99 | server RSS idle \
+         (baseline) | per idle agent | idle server CPU | ping p50 / p99 (HTTP) | ping p50 / p99 \
+         (channel) | status read p50 / p99 (HTTP) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for row in &rows {
         println!("{}", row.markdown());
     }
     if !agent_rows.is_empty() {
         println!();
         println!(
-            "| hostplane-agent run | binary size | RSS idle and connected | of it anonymous / file-backed | peak RSS |"
+            "| hostplane-agent run | binary size | RSS idle and connected | of it anonymous / \
+             file-backed | peak RSS |"
         );
         println!("|---|---|---|---|---|");
         for row in &agent_rows {
@@ -291,6 +326,7 @@ async fn prepare(
     extra: u32,
     endpoints: &[quinn::Endpoint],
     concurrency: usize,
+    transport: agent::Transport,
 ) -> anyhow::Result<Fixture> {
     std::fs::create_dir_all(data)?;
     let store = Store::open(data)?;
@@ -335,7 +371,7 @@ async fn prepare(
                 tokio::time::timeout(HANDSHAKE_TIMEOUT, enroll(&endpoint, quic, &offer.token))
                     .await
                     .map_err(|_| anyhow!("enrollment of instance {instance} timed out"))??;
-            agent::tls::agent_config(&ca, &identity, agent::Transport::default())
+            agent::tls::agent_config(&ca, &identity, transport)
                 .map_err(|error| anyhow!("unusable identity: {error}"))
         }));
     }
@@ -390,10 +426,12 @@ async fn enroll(
     }
 }
 
-/// A `hostplane-coordinator serve` process.
+/// A `hostplane-coordinator serve` process, or the bare server this program also is.
 struct CoordinatorProcess {
     child: tokio::process::Child,
     pid: u32,
+    /// A bare quinn + rustls server: no HTTP API, no agent protocol.
+    bare: bool,
     http: String,
     quic: SocketAddr,
     key: String,
@@ -407,8 +445,8 @@ impl CoordinatorProcess {
         config: &Path,
         work: &Path,
     ) -> anyhow::Result<CoordinatorProcess> {
-        let log = std::fs::File::create(work.join("coordinator.log"))?;
-        let mut child = tokio::process::Command::new(binary)
+        let mut command = tokio::process::Command::new(binary);
+        command
             .arg("--config")
             .arg(config)
             .arg("--data-dir")
@@ -421,52 +459,42 @@ impl CoordinatorProcess {
                 "127.0.0.1:0",
             ])
             .env("HOSTPLANE_LOG", "warn")
-            .env_remove("JOURNAL_STREAM")
-            .stdout(std::process::Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        let pid = child.id().context("the coordinator exited at once")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await? {
-                if line.starts_with("listening ") {
-                    return anyhow::Ok(line);
-                }
-            }
-            bail!(
-                "the coordinator exited before it was ready; see {}",
-                work.join("coordinator.log").display()
-            )
-        })
-        .await
-        .map_err(|_| anyhow!("the coordinator was not ready within 60 s"))??;
-        // Keep reading its standard output so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            .env_remove("JOURNAL_STREAM");
+        let (child, pid, ready) = spawn_server(command, work, "coordinator").await?;
         let http = ready
             .split_whitespace()
             .find_map(|part| part.strip_prefix("http="))
             .context("no http= in the ready line")?
             .to_string();
-        let quic = ready
-            .split_whitespace()
-            .find_map(|part| part.strip_prefix("quic="))
-            .context("no quic= in the ready line")?
-            .parse()?;
         let key = std::fs::read_to_string(data.join("admin.key"))?
             .trim()
             .to_string();
         Ok(CoordinatorProcess {
             child,
             pid,
+            bare: false,
             http,
-            quic,
+            quic: quic_field(&ready)?,
             key,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(20))
                 .build()?,
+        })
+    }
+
+    /// This program as a bare quinn + rustls server (see [`bare_server`]).
+    async fn start_bare(data: &Path, work: &Path) -> anyhow::Result<CoordinatorProcess> {
+        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        command.arg("--bare-server").arg(data);
+        let (child, pid, ready) = spawn_server(command, work, "bare-server").await?;
+        Ok(CoordinatorProcess {
+            child,
+            pid,
+            bare: true,
+            http: String::new(),
+            quic: quic_field(&ready)?,
+            key: String::new(),
+            client: reqwest::Client::new(),
         })
     }
 
@@ -522,6 +550,48 @@ impl CoordinatorProcess {
             let _ = self.child.kill().await;
         }
     }
+}
+
+fn quic_field(ready: &str) -> anyhow::Result<SocketAddr> {
+    Ok(ready
+        .split_whitespace()
+        .find_map(|part| part.strip_prefix("quic="))
+        .context("no quic= in the ready line")?
+        .parse()?)
+}
+
+/// Starts a server process and waits for its `listening ...` line.
+async fn spawn_server(
+    mut command: tokio::process::Command,
+    work: &Path,
+    name: &str,
+) -> anyhow::Result<(tokio::process::Child, u32, String)> {
+    let log_path = work.join(format!("{name}.log"));
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log_path)?)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start the {name}"))?;
+    let pid = child.id().context("the server exited at once")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            if line.starts_with("listening ") {
+                return anyhow::Ok(line);
+            }
+        }
+        bail!(
+            "the {name} exited before it was ready; see {}",
+            log_path.display()
+        )
+    })
+    .await
+    .map_err(|_| anyhow!("the {name} was not ready within 60 s"))??;
+    // Keep reading its standard output so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, pid, ready))
 }
 
 /// A `kB` field of `/proc/PID/status`.
@@ -630,7 +700,8 @@ impl MachineCpu {
     }
 }
 
-/// CPU of the coordinator, this program and everything else during a phase, in cores.
+/// CPU of the server (coordinator or bare), this program and everything else during a phase,
+/// in cores.
 #[derive(Debug, Clone, Copy, Default)]
 struct CpuShare {
     coordinator: f64,
@@ -655,7 +726,7 @@ impl CpuShare {
 
     fn describe(&self) -> String {
         format!(
-            "coordinator {:.2}, load tool {:.2}, everything else {:.2} cores",
+            "server {:.2}, load tool {:.2}, everything else {:.2} cores",
             self.coordinator, self.tool, self.others
         )
     }
@@ -673,6 +744,7 @@ struct Counters {
 }
 
 struct SwarmRow {
+    label: &'static str,
     agents: usize,
     connect_seconds: f64,
     failed: u64,
@@ -711,12 +783,13 @@ impl SwarmRow {
 
     fn describe(&self) -> String {
         format!(
-            "{} agents: connected in {:.2} s ({:.0} handshakes/s, {} retries, {} failed, {} UDP \
-             receive buffer drops, {} send buffer errors, coordinator counts {}), coordinator RSS {} KiB -> {} KiB after {:.0} s idle ({:.1} KiB per agent), \
-             idle CPU {:.1} % of a core ({} heartbeats answered, {} connections lost), {} pings \
-             ({} errors): HTTP p50 {:.2} ms p99 {:.2} ms, channel p50 {:.2} ms p99 {:.2} ms, status \
-             reads p50 {:.2} ms p99 {:.2} ms; CPU \
-             while connecting: {}; while idle: {}; load {}",
+            "{} with {} agents: connected in {:.2} s ({:.0} handshakes/s, {} retries, {} failed, \
+             {} UDP receive buffer drops, {} send buffer errors, server counts {}), server RSS {} \
+             KiB -> {} KiB after {:.0} s idle ({:.1} KiB per agent), idle CPU {:.1} % of a core \
+             ({} heartbeats answered, {} connections lost), {} pings ({} errors): HTTP p50 {:.2} \
+             ms p99 {:.2} ms, channel p50 {:.2} ms p99 {:.2} ms, status reads p50 {:.2} ms p99 \
+             {:.2} ms; CPU while connecting: {}; while idle: {}; load {}",
+            self.label,
             self.agents,
             self.connect_seconds,
             self.handshakes_per_second(),
@@ -748,7 +821,9 @@ impl SwarmRow {
 
     fn markdown(&self) -> String {
         format!(
-            "| {} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} ms | {:.1} / {:.1} ms | {:.1} MiB ({:.1} MiB) | {:.1} KiB | {:.1} % | {:.2} / {:.2} ms | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
+            "| {} | {} | {:.0} | {:.2} / {:.2} / {:.2} | {:.2} ms | {:.1} / {:.1} ms | {:.1} MiB \
+             ({:.1} MiB) | {:.1} KiB | {:.1} % | {} | {} | {} |",
+            self.label,
             self.agents,
             self.handshakes_per_second(),
             self.connect_cpu.coordinator,
@@ -761,13 +836,19 @@ impl SwarmRow {
             self.rss_baseline_kib as f64 / 1024.0,
             self.kib_per_agent(),
             self.idle_cpu_percent,
-            self.http_p50_ms,
-            self.http_p99_ms,
-            self.channel_p50_ms,
-            self.channel_p99_ms,
-            self.status_p50_ms,
-            self.status_p99_ms,
+            pair(self.http_p50_ms, self.http_p99_ms),
+            pair(self.channel_p50_ms, self.channel_p99_ms),
+            pair(self.status_p50_ms, self.status_p99_ms),
         )
+    }
+}
+
+/// `p50 / p99 ms`, or a dash where nothing was measured.
+fn pair(p50: f64, p99: f64) -> String {
+    if p50.is_nan() {
+        "-".into()
+    } else {
+        format!("{p50:.2} / {p99:.2} ms")
     }
 }
 
@@ -812,6 +893,7 @@ async fn swarm(
             config: fixture.configs[index].clone(),
             endpoint: endpoints[index % endpoints.len()].clone(),
             quic,
+            bare: server.bare,
             counters: counters.clone(),
             stop: stop.clone(),
         };
@@ -867,15 +949,21 @@ async fn swarm(
     );
     let rss_idle_kib = server.rss_kib();
     let heartbeats = counters.heartbeats.load(Ordering::Relaxed) - heartbeats_before;
-    let coordinator_counted = server.connected_agents().await?;
+    let coordinator_counted = if server.bare {
+        counters.connected.load(Ordering::Relaxed)
+    } else {
+        server.connected_agents().await?
+    };
+    // The bare server has no API to ping through.
+    let ping_count = if server.bare { 0 } else { args.pings };
 
     // Pings through the admin API to agents spread over the whole swarm.
-    let mut http = Vec::with_capacity(args.pings);
-    let mut channel = Vec::with_capacity(args.pings);
+    let mut http = Vec::with_capacity(ping_count);
+    let mut channel = Vec::with_capacity(ping_count);
     let mut ping_errors = 0;
     let mut seen_errors: HashMap<String, usize> = HashMap::new();
     let pings_started = Instant::now();
-    for _ in 0..args.pings {
+    for _ in 0..ping_count {
         if pings_started.elapsed() > Duration::from_secs(120) {
             eprintln!("the pings took more than 120 s; stopping them early");
             break;
@@ -908,9 +996,9 @@ async fn swarm(
 
     // The same number of reads of an agent's status: the HTTP and authentication part of a ping
     // without the agent and without the audit record every POST writes to disk.
-    let mut status = Vec::with_capacity(args.pings);
+    let mut status = Vec::with_capacity(ping_count);
     let status_started = Instant::now();
-    for _ in 0..args.pings {
+    for _ in 0..ping_count {
         if status_started.elapsed() > Duration::from_secs(60) {
             break;
         }
@@ -934,6 +1022,11 @@ async fn swarm(
         let _ = tokio::time::timeout(Duration::from_secs(10), agent).await;
     }
     Ok(SwarmRow {
+        label: if server.bare {
+            "bare quinn + rustls"
+        } else {
+            "coordinator"
+        },
         agents: count,
         connect_seconds,
         failed: counters.failed.load(Ordering::Relaxed),
@@ -962,11 +1055,16 @@ async fn swarm(
     })
 }
 
+/// The control stream after the version handshake.
+type Session = (quinn::SendStream, FrameReader, protocol::Welcome);
+
 /// One simulated agent.
 struct SimulatedAgent {
     config: quinn::ClientConfig,
     endpoint: quinn::Endpoint,
     quic: SocketAddr,
+    /// Only the QUIC and TLS handshake, then an idle connection (against the bare server).
+    bare: bool,
     counters: Arc<Counters>,
     stop: CancellationToken,
 }
@@ -975,7 +1073,7 @@ impl SimulatedAgent {
     async fn run(self, limit: Arc<Semaphore>, report: mpsc::UnboundedSender<Option<Duration>>) {
         let config = self.config.clone();
         let mut attempt = 0;
-        let (connection, send, reader, welcome) = loop {
+        let (connection, session) = loop {
             attempt += 1;
             let Ok(permit) = limit.acquire().await else {
                 return;
@@ -1005,8 +1103,18 @@ impl SimulatedAgent {
             }
         };
         self.counters.connected.fetch_add(1, Ordering::Relaxed);
-        let interval = Duration::from_millis(welcome.heartbeat_interval_ms.clamp(500, 600_000));
-        if !self.serve(&connection, send, reader, interval).await {
+        let stopped = match session {
+            Some((send, reader, welcome)) => {
+                let interval =
+                    Duration::from_millis(welcome.heartbeat_interval_ms.clamp(500, 600_000));
+                self.serve(&connection, send, reader, interval).await
+            }
+            None => tokio::select! {
+                _ = self.stop.cancelled() => true,
+                _ = connection.closed() => false,
+            },
+        };
+        if !stopped {
             self.counters.lost.fetch_add(1, Ordering::Relaxed);
         }
         connection.close(0u32.into(), b"stopping");
@@ -1015,16 +1123,14 @@ impl SimulatedAgent {
     async fn handshake(
         &self,
         config: quinn::ClientConfig,
-    ) -> anyhow::Result<(
-        quinn::Connection,
-        quinn::SendStream,
-        FrameReader,
-        protocol::Welcome,
-    )> {
+    ) -> anyhow::Result<(quinn::Connection, Option<Session>)> {
         let connection = self
             .endpoint
             .connect_with(config, self.quic, protocol::COORDINATOR_SERVER_NAME)?
             .await?;
+        if self.bare {
+            return Ok((connection, None));
+        }
         let (mut send, receive) = connection.open_bi().await?;
         write_hello(
             &mut send,
@@ -1033,7 +1139,7 @@ impl SimulatedAgent {
         .await?;
         let mut reader = FrameReader::new(receive, 64 * 1024);
         match reader.handshake::<HelloReply>().await? {
-            Some(HelloReply::Welcome(welcome)) => Ok((connection, send, reader, welcome)),
+            Some(HelloReply::Welcome(welcome)) => Ok((connection, Some((send, reader, welcome)))),
             Some(HelloReply::Refused(refused)) => bail!("refused: {}", refused.message),
             None => bail!("the coordinator ended the stream before its welcome"),
         }
@@ -1116,6 +1222,85 @@ async fn serve_task(mut send: quinn::SendStream, receive: quinn::RecvStream) {
         .await;
     let _ = write_message(&mut send, &AgentMessage::TaskResult { task_id, outcome }).await;
     let _ = send.finish();
+}
+
+/// A bare quinn + rustls mutual-TLS server for comparison: the coordinator's CA, a server
+/// certificate from it, TLS 1.3 without resumption, the webpki client-certificate check, the
+/// coordinator's transport limits and socket buffers; it accepts connections and holds them,
+/// with no identity check beyond the chain, no streams and no store. Prints its address, stops
+/// on SIGTERM or after an hour.
+async fn bare_server(data: &Path) -> anyhow::Result<()> {
+    let (chain, key, ca) = {
+        let store = Store::open(data)?;
+        let ca = coordinator::channel::ca::CertificateAuthority::load_or_create(data, &store)?;
+        let (certificate, key) = ca.issue_server_certificate()?;
+        let ca_der = ca.certificate_der().clone();
+        (vec![certificate, ca_der.clone()], key, ca_der)
+    };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca)?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key.into())?;
+    tls.alpn_protocols = vec![protocol::ALPN.to_vec()];
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    tls.send_tls13_tickets = 0;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+    // The coordinator's limits (coordinator/src/channel/server.rs).
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(8u32.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .stream_receive_window((256 * 1024u32).into())
+        .receive_window((1024 * 1024u32).into())
+        .send_window(1024 * 1024)
+        .datagram_receive_buffer_size(None)
+        .keep_alive_interval(None)
+        .max_idle_timeout(Some(Duration::from_secs(40).try_into()?));
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config
+        .transport_config(Arc::new(transport))
+        .max_incoming(16_384)
+        .incoming_buffer_size(64 * 1024)
+        .incoming_buffer_size_total(32 * 1024 * 1024);
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
+    let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
+    let endpoint = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    println!("listening quic={}", endpoint.local_addr()?);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let lifetime = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(lifetime);
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                tokio::spawn(async move {
+                    if let Ok(connection) = incoming.await {
+                        connection.closed().await;
+                    }
+                });
+            }
+            _ = terminate.recv() => break,
+            _ = &mut lifetime => break,
+        }
+    }
+    endpoint.close(0u32.into(), b"done");
+    let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await;
+    Ok(())
 }
 
 /// What a real `hostplane-agent run` process costs.

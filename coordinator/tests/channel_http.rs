@@ -1,6 +1,6 @@
 //! The agent routes over HTTP with real API keys: enrollment tokens for owners and admins only,
 //! the agent status shape, the admin ping (503 agent_offline while the agent is away) and
-//! revocation.
+//! revocation; the audit log records the revocation, not the pings.
 
 mod channel_support;
 mod common;
@@ -128,6 +128,28 @@ async fn enrollment_status_ping_and_revocation_over_http() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The audit log has the revocation and the enrollments, never the pings, which change
+    // nothing.
+    let audit = server.admin("GET", "/api/v1/audit?limit=100", None).await;
+    assert_eq!(audit.status, 200);
+    let routes: Vec<&str> = audit.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["route"].as_str().unwrap())
+        .collect();
+    assert!(
+        routes.contains(&"/api/v1/instance/{id}/agent"),
+        "{routes:?}"
+    );
+    assert!(
+        routes.contains(&"/api/v1/instance/{id}/enrollment"),
+        "{routes:?}"
+    );
+    assert!(
+        !routes.iter().any(|route| route.ends_with("/ping")),
+        "{routes:?}"
+    );
     handle.stop().await;
     server.stop().await;
 }

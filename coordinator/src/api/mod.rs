@@ -170,7 +170,7 @@ pub async fn dispatch(app: &Arc<App>, mut request: ApiRequest, started: Instant)
         router::Found::Route(route, params) => {
             request.params = params;
             let pattern = route.path;
-            let mutating = !matches!(request.method, Method::GET | Method::HEAD);
+            let audited = route.audited;
             let path = request.path.clone();
             let remote = request.remote;
             let mut actor = None;
@@ -183,7 +183,7 @@ pub async fn dispatch(app: &Arc<App>, mut request: ApiRequest, started: Instant)
                 Err(error) => Err(error),
             };
             let response = result.unwrap_or_else(ApiError::into_response);
-            if mutating {
+            if audited {
                 operations::record(
                     app,
                     crate::store::records::AuditRecord {

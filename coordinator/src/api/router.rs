@@ -34,6 +34,16 @@ pub struct Route {
     pub summary: &'static str,
     /// The route's tag (resource) in the OpenAPI document.
     pub tag: &'static str,
+    /// Whether a call writes an audit record: every method but GET and HEAD, unless the route
+    /// is marked as changing nothing (a diagnostic such as the agent ping).
+    pub audited: bool,
+}
+
+impl Route {
+    /// Marks a POST that reads or measures and changes nothing, so it is not audited.
+    pub fn changes_nothing(&mut self) {
+        self.audited = false;
+    }
 }
 
 impl std::fmt::Debug for Route {
@@ -110,7 +120,8 @@ impl RouteTable {
         tag: &'static str,
         summary: &'static str,
         handler: Handler,
-    ) {
+    ) -> &mut Route {
+        let audited = !matches!(method, Method::GET | Method::HEAD);
         self.routes.push(Route {
             method,
             path,
@@ -118,7 +129,9 @@ impl RouteTable {
             handler,
             summary,
             tag,
+            audited,
         });
+        self.routes.last_mut().expect("a route was just added")
     }
 
     /// Every route, in the order added.

@@ -101,7 +101,7 @@ pub struct ChannelOptions {
     pub enrollment_ttl: Duration,
     /// How often agents send heartbeats (told to them in the Welcome).
     pub heartbeat_interval: Duration,
-    /// QUIC idle timeout; agents send keep-alives well within it.
+    /// QUIC idle timeout; agents' heartbeats (or keep-alives) come well within it.
     pub idle_timeout: Duration,
     /// How long a peer has for its handshake frames after connecting.
     pub handshake_timeout: Duration,
