@@ -504,7 +504,14 @@ async fn flush_loop(inner: Arc<Inner>) {
     ticker.tick().await;
     loop {
         tokio::select! {
-            _ = ticker.tick() => flush(&inner),
+            // A blocking store write (10,000 records and a flush with 10,000 agents): off the
+            // async workers, so pings and heartbeats are not held up behind it.
+            _ = ticker.tick() => {
+                let inner = inner.clone();
+                if tokio::task::spawn_blocking(move || flush(&inner)).await.is_err() {
+                    tracing::error!("the last-seen flush panicked");
+                }
+            }
             _ = inner.stop.cancelled() => break,
         }
     }
