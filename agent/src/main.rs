@@ -48,11 +48,20 @@ async fn shutdown_signal() {
 }
 
 fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let filter =
-        EnvFilter::try_from_env("HOSTPLANE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // `HOSTPLANE_LOG` takes `level` and `target=level` items (`info,agent=debug`). A target
+    // filter rather than an `EnvFilter`: the agent then links no regular-expression engine,
+    // which keeps its binary, and with it its resident memory, smaller.
+    let default = Targets::new().with_default(LevelFilter::INFO);
+    let filter = match std::env::var("HOSTPLANE_LOG") {
+        Ok(text) => text.parse::<Targets>().unwrap_or_else(|error| {
+            eprintln!("HOSTPLANE_LOG={text:?} is not a log filter ({error}); logging at info");
+            default
+        }),
+        Err(_) => default,
+    };
     let registry = tracing_subscriber::registry().with(filter);
     // Under systemd (JOURNAL_STREAM is set) logs go to the journal with their fields.
     if std::env::var_os("JOURNAL_STREAM").is_some()
