@@ -227,18 +227,20 @@ async fn main() -> anyhow::Result<()> {
         println!();
         println!(
             "| hostplane-agent run | binary size | RSS idle and connected | of it anonymous / \
-             file-backed | peak RSS |"
+             file-backed | file-backed: own binary / libraries | peak RSS |"
         );
-        println!("|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|");
         for row in &agent_rows {
             let mib = |kib: u64| kib as f64 / 1024.0;
             println!(
-                "| {} | {:.2} MiB | {:.2} MiB | {:.2} / {:.2} MiB | {:.2} MiB |",
+                "| {} | {:.2} MiB | {:.2} MiB | {:.2} / {:.2} MiB | {:.2} / {:.2} MiB | {:.2} MiB |",
                 row.label,
                 row.binary_bytes as f64 / 1048576.0,
                 mib(row.rss_kib),
                 mib(row.anon_kib),
                 mib(row.file_kib),
+                mib(row.own_file_kib),
+                mib(row.file_kib.saturating_sub(row.own_file_kib)),
                 mib(row.peak_kib)
             );
         }
@@ -603,6 +605,31 @@ fn status_field(pid: u32, field: &str) -> u64 {
             line.split_whitespace().nth(1)?.parse().ok()
         })
         .unwrap_or(0)
+}
+
+/// Resident KiB of a process's mappings of one file, from `/proc/PID/smaps`.
+fn mapped_file_kib(pid: u32, file: &Path) -> u64 {
+    let Ok(file) = std::fs::canonicalize(file) else {
+        return 0;
+    };
+    let file = file.to_string_lossy().into_owned();
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut inside = false;
+    let mut total = 0;
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: address range, permissions, offset, device, inode, path.
+            inside = fields.nth(4) == Some(file.as_str());
+        } else if inside && first == "Rss:" {
+            total += fields
+                .next()
+                .and_then(|kib| kib.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
 }
 
 /// User and system CPU time of a process, from `/proc/PID/stat` (in USER_HZ = 100 ticks, fixed by
@@ -1312,6 +1339,8 @@ struct AgentRow {
     anon_kib: u64,
     /// Pages of the binary and the libraries it maps.
     file_kib: u64,
+    /// Of those, pages of the agent's own binary.
+    own_file_kib: u64,
     peak_kib: u64,
 }
 
@@ -1385,6 +1414,7 @@ async fn real_agent(
         rss_kib: status_field(pid, "VmRSS:"),
         anon_kib: status_field(pid, "RssAnon:"),
         file_kib: status_field(pid, "RssFile:"),
+        own_file_kib: mapped_file_kib(pid, binary),
         peak_kib: status_field(pid, "VmHWM:"),
     };
     let _ = child.kill().await;
