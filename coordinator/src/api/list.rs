@@ -11,6 +11,15 @@ pub const DEFAULT_LIMIT: usize = 50;
 /// Largest page size.
 pub const MAX_LIMIT: usize = 1000;
 
+/// A page body of typed items: `{"data": [...], "total": N, "limit": L, "offset": O}`.
+#[derive(Debug, Serialize)]
+pub struct TypedPage<'a, T> {
+    pub data: &'a [T],
+    pub total: usize,
+    pub limit: usize,
+    pub offset: usize,
+}
+
 /// A requested page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Page {
@@ -44,6 +53,17 @@ impl Page {
     pub fn slice<T: Serialize>(&self, items: &[T]) -> Value {
         let page: Vec<&T> = items.iter().skip(self.offset).take(self.limit).collect();
         self.body(&page, items.len())
+    }
+
+    /// The same body as [`Page::body`], serialised straight from the items, with no JSON value
+    /// built in between (for long pages of typed records, such as tasks).
+    pub fn typed<'a, T: Serialize>(&self, data: &'a [T], total: usize) -> TypedPage<'a, T> {
+        TypedPage {
+            data,
+            total,
+            limit: self.limit,
+            offset: self.offset,
+        }
     }
 
     /// The body for a page already cut, given the total.

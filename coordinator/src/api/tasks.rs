@@ -15,7 +15,7 @@ use super::list::Page;
 use super::{Access, ApiError, ApiRequest, ApiResult, RouteTable, json_response, ok};
 use crate::App;
 use crate::auth::Principal;
-use crate::tasks::{NewTask, Task, TaskError, TaskEvent, TaskFilter, TaskState};
+use crate::tasks::{NewTask, Task, TaskError, TaskEvent, TaskFilter, TaskState, TaskView};
 
 /// The longest `?wait=` a caller may ask for, in seconds.
 pub const MAX_WAIT_SECONDS: f64 = 60.0;
@@ -188,8 +188,8 @@ async fn list_tasks(app: Arc<App>, request: ApiRequest) -> ApiResult {
         kind: request.field("kind")?.filter(|kind| !kind.is_empty()),
     };
     let found = app.tasks.list(&filter, page.limit, page.offset)?;
-    let data: Vec<Value> = found.tasks.iter().map(Task::to_json).collect();
-    ok(&page.body(&data, found.total as usize))
+    let data: Vec<TaskView<'_>> = found.tasks.iter().map(Task::view).collect();
+    ok(&page.typed(&data, found.total as usize))
 }
 
 async fn get_task(app: Arc<App>, request: ApiRequest) -> ApiResult {
