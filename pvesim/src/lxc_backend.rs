@@ -394,7 +394,7 @@ impl LxcBackend {
         if let Some(proxy) = &self.config.apt_proxy {
             files.push((
                 "etc/apt/apt.conf.d/01hostplane-proxy",
-                format!("Acquire::http::Proxy \"{proxy}\";\nAcquire::Retries \"3\";\n"),
+                apt_proxy_config(proxy),
             ));
         }
         for (file, content) in files {
@@ -550,6 +550,13 @@ fn config_value<'a>(config: &'a str, key: &str) -> Option<&'a str> {
         .filter(|(name, _)| name.trim() == key)
         .map(|(_, value)| value.trim())
         .next_back()
+}
+
+/// The apt settings written into a container (`/etc/apt/apt.conf.d/01hostplane-proxy`): every
+/// download through `proxy` (a URL), and a failed download retried rather than failing the
+/// install on one connection that a loaded host answered too late.
+pub fn apt_proxy_config(proxy: &str) -> String {
+    format!("Acquire::http::Proxy \"{proxy}\";\nAcquire::Retries \"3\";\n")
 }
 
 /// One item of a Proxmox property string such as `name=eth0,bridge=vmbr0,ip=10.0.0.2/24`.

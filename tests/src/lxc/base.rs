@@ -45,11 +45,10 @@ pub fn network_config(address: Ipv4Addr) -> String {
     )
 }
 
-/// The apt settings that send every download through the host's proxy, retrying a failed
-/// download (apt waits longer before each retry) rather than failing a test on one connection
-/// that a loaded host answered too late.
+/// The apt settings that send every download through the host's proxy (the same file pvesim
+/// writes into its containers).
 pub fn apt_proxy_config(port: u16) -> String {
-    format!("Acquire::http::Proxy \"http://{HOST_ADDRESS}:{port}\";\nAcquire::Retries \"3\";\n")
+    pvesim::lxc_backend::apt_proxy_config(&format!("http://{HOST_ADDRESS}:{port}"))
 }
 
 /// Files written into the root file system of the base (and of every clone) before start.
