@@ -278,21 +278,22 @@ fn loadavg() -> String {
 /// Client endpoints with the same socket buffers the coordinator asks for: with the default
 /// 208 KiB a burst of handshakes overflows the receive queue.
 fn client_endpoints(count: usize) -> anyhow::Result<Vec<quinn::Endpoint>> {
-    (0..count)
-        .map(|_| {
-            let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
-            let state = quinn::udp::UdpSocketState::new((&socket).into())?;
-            let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
-            let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
-            let endpoint = quinn::Endpoint::new(
-                quinn::EndpointConfig::default(),
-                None,
-                socket,
-                Arc::new(quinn::TokioRuntime),
-            )?;
-            Ok(endpoint)
-        })
-        .collect()
+    (0..count).map(|_| buffered_endpoint(None)).collect()
+}
+
+/// A QUIC endpoint on 127.0.0.1 with `SOCKET_BUFFER` UDP buffers (as far as the kernel allows);
+/// a server with `server`, a client without.
+fn buffered_endpoint(server: Option<quinn::ServerConfig>) -> anyhow::Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
+    let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
+    let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?)
 }
 
 /// What every run shares: one client configuration (the agent's TLS and transport settings with
@@ -1297,16 +1298,7 @@ async fn bare_server(data: &Path) -> anyhow::Result<()> {
         .max_incoming(16_384)
         .incoming_buffer_size(64 * 1024)
         .incoming_buffer_size_total(32 * 1024 * 1024);
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    let state = quinn::udp::UdpSocketState::new((&socket).into())?;
-    let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
-    let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
-    let endpoint = quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(config),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )?;
+    let endpoint = buffered_endpoint(Some(config))?;
     println!("listening quic={}", endpoint.local_addr()?);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let lifetime = tokio::time::sleep(Duration::from_secs(3600));
