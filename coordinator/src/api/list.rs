@@ -2,7 +2,7 @@
 //! `{"data": [...], "total": N, "limit": L, "offset": O}`.
 
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{ApiError, ApiRequest};
 
@@ -68,6 +68,6 @@ impl Page {
 
     /// The body for a page already cut, given the total.
     pub fn body<T: Serialize>(&self, data: &[T], total: usize) -> Value {
-        json!({ "data": data, "total": total, "limit": self.limit, "offset": self.offset })
+        serde_json::to_value(self.typed(data, total)).unwrap_or(Value::Null)
     }
 }
