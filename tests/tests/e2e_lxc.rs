@@ -385,6 +385,16 @@ fn the_public_api_drives_a_real_container_through_its_agent() -> anyhow::Result<
     // A vhost, then a certificate for it, through the API; the page over HTTP and HTTPS.
     let (ca, certificate, key) = site_certificate()?;
     let site = site_client(container.ip(), &ca)?;
+    // The site's page over `scheme`, waited for until it answers.
+    let site_page = |scheme: &str| {
+        wait_for_page(
+            &runtime,
+            &site,
+            &container,
+            &format!("{scheme}://{SITE}{PAGE}"),
+            "Welcome to nginx",
+        )
+    };
     panel.task(
         "POST",
         &format!("{base}/vhost/site"),
@@ -393,13 +403,7 @@ fn the_public_api_drives_a_real_container_through_its_agent() -> anyhow::Result<
     )?;
     let vhost = panel.ok("GET", &format!("{base}/vhost/site"), None)?;
     ensure!(vhost.to_string().contains(SITE), "{vhost}");
-    wait_for_page(
-        &runtime,
-        &site,
-        &container,
-        &format!("http://{SITE}{PAGE}"),
-        "Welcome to nginx",
-    )?;
+    site_page("http")?;
     clock.step("vhost created through the API, its page fetched");
     panel.task(
         "POST",
@@ -417,13 +421,7 @@ fn the_public_api_drives_a_real_container_through_its_agent() -> anyhow::Result<
         !status.to_string().contains("PRIVATE KEY"),
         "the key shows: {status}"
     );
-    wait_for_page(
-        &runtime,
-        &site,
-        &container,
-        &format!("https://{SITE}{PAGE}"),
-        "Welcome to nginx",
-    )?;
+    site_page("https")?;
     clock.step("certificate deployed through the API, the page over HTTPS");
 
     // nginx stopped behind the agent's back: the next change starts it through its systemd
@@ -443,13 +441,7 @@ fn the_public_api_drives_a_real_container_through_its_agent() -> anyhow::Result<
         cgroup.contains("/nginx.service"),
         "the nginx master is not in nginx.service: {cgroup}"
     );
-    wait_for_page(
-        &runtime,
-        &site,
-        &container,
-        &format!("https://{SITE}{PAGE}"),
-        "Welcome to nginx",
-    )?;
+    site_page("https")?;
     clock.step("nginx stopped: a vhost change starts it again through systemd");
 
     panel.task(
@@ -510,20 +502,8 @@ fn the_public_api_drives_a_real_container_through_its_agent() -> anyhow::Result<
     eprintln!("[e2e] the agent was back {back:.1?} after the container was up");
     // (The agent's nginx configuration answers only the vhosts' names, so ask for the site.)
     ensure!(panel.dump(instance, "shop")?.contains("Database: shop"));
-    wait_for_page(
-        &runtime,
-        &site,
-        &container,
-        &format!("http://{SITE}{PAGE}"),
-        "Welcome to nginx",
-    )?;
-    wait_for_page(
-        &runtime,
-        &site,
-        &container,
-        &format!("https://{SITE}{PAGE}"),
-        "Welcome to nginx",
-    )?;
+    site_page("http")?;
+    site_page("https")?;
     ensure!(
         panel
             .installed_packages(instance)?
