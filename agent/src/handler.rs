@@ -47,7 +47,7 @@ impl DataChannel {
             .open_uni()
             .await
             .map_err(|error| lost(&error))?;
-        crate::wire::write_message(&mut send, &DataStreamHeader { task_id })
+        shell::wire::write_message(&mut send, &DataStreamHeader { task_id })
             .await
             .map_err(|error| lost(&error))?;
         Ok(send)

@@ -19,7 +19,6 @@ pub mod tasks;
 pub mod tls;
 pub mod vhosts;
 pub mod web_handler;
-pub mod wire;
 
 pub use enroll::{EnrollError, EnrollOptions, Enrolled, enroll};
 pub use handler::{DataChannel, Handler, Handlers, PingHandler, TaskContext, TaskEvent};
@@ -29,6 +28,9 @@ pub use state::{StateDir, StateError};
 pub use tasks::{DiskFinishedTasks, FinishedTasks, MemoryFinishedTasks};
 pub use tls::Transport;
 pub use web_handler::WebHandler;
+
+/// The frame shell, for tests and tools that speak the protocol as an agent does.
+pub use shell::wire;
 
 /// The default state directory (certificate, key, CA, finished-task store).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/hostplane-agent";

@@ -22,7 +22,7 @@ use crate::handler::{DataChannel, Handlers, TaskContext, TaskEvent};
 use crate::state::{Identity, StateDir, StateError};
 use crate::tasks::{Admission, DiskFinishedTasks, FinishedTasks, TaskBook};
 use crate::tls::{Transport, agent_config};
-use crate::wire::{FrameReader, write_hello, write_message};
+use shell::wire::{FrameReader, WireError, write_hello, write_message};
 
 /// The folder of the state directory that holds finished tasks' results.
 pub const TASKS_FOLDER: &str = "tasks";
@@ -411,7 +411,7 @@ impl Runner {
         &self,
         connection: &quinn::Connection,
         mut send: quinn::SendStream,
-        mut reader: FrameReader,
+        mut reader: FrameReader<quinn::RecvStream>,
         mut identity: Identity,
         heartbeat_interval: Duration,
         renewal: bool,
@@ -519,10 +519,7 @@ fn renewal_request() -> Result<(KeyPair, Vec<u8>), rcgen::Error> {
 }
 
 /// A wire failure as the connection error behind it, when there is one.
-fn wire_to_connection(
-    connection: &quinn::Connection,
-    error: crate::wire::WireError,
-) -> quinn::ConnectionError {
+fn wire_to_connection(connection: &quinn::Connection, error: WireError) -> quinn::ConnectionError {
     connection.close_reason().unwrap_or_else(|| {
         tracing::debug!(%error, "closing the connection after a wire error");
         connection.close(quinn::VarInt::from_u32(4), error.to_string().as_bytes());
@@ -554,7 +551,7 @@ async fn serve_task(mut send: quinn::SendStream, receive: quinn::RecvStream, ser
     .await;
     let delivery = match first {
         Ok(Ok(Some(CoordinatorMessage::Task(delivery)))) => delivery,
-        Ok(Err(crate::wire::WireError::Protocol(error))) => {
+        Ok(Err(WireError::Protocol(error))) => {
             // A message this agent cannot decode (for example a newer operation): say so.
             let _ = write_message(
                 &mut send,
@@ -635,7 +632,7 @@ async fn serve_task(mut send: quinn::SendStream, receive: quinn::RecvStream, ser
 /// Runs a task's handler, forwarding its reports, until it ends, is cancelled or times out.
 async fn perform(
     send: &mut quinn::SendStream,
-    reader: &mut FrameReader,
+    reader: &mut FrameReader<quinn::RecvStream>,
     delivery: TaskDelivery,
     handlers: Handlers,
     data: DataChannel,
