@@ -11,8 +11,10 @@ pub mod databases;
 pub mod enroll;
 pub mod handler;
 pub mod packages;
+pub mod ping;
 pub mod process;
 pub mod run;
+pub mod standard;
 pub mod standby;
 pub mod state;
 pub mod tasks;
@@ -21,8 +23,12 @@ pub mod vhosts;
 pub mod web_handler;
 
 pub use enroll::{EnrollError, EnrollOptions, Enrolled, enroll};
-pub use handler::{DataChannel, Handler, Handlers, PingHandler, TaskContext, TaskEvent};
-pub use run::{AgentHandle, AgentState, Phase, RunOptions, run, spawn};
+pub use handler::{DataChannel, Handler, Handlers, TaskContext, TaskEvent};
+pub use ping::PingHandler;
+pub use run::{AgentHandle, AgentState, ConnectionPhase, RunOptions, run, spawn};
+
+/// The former name of [`ConnectionPhase`], kept until the shared test support names the new one.
+pub type Phase = ConnectionPhase;
 pub use standby::{Standby, StandbyOptions, until_enrolled};
 pub use state::{StateDir, StateError};
 pub use tasks::{DiskFinishedTasks, FinishedTasks, MemoryFinishedTasks};

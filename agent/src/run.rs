@@ -60,7 +60,7 @@ impl RunOptions {
 
 /// Where the agent's connection stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Phase {
+pub enum ConnectionPhase {
     Connecting,
     Connected {
         instance_id: u32,
@@ -76,7 +76,7 @@ pub enum Phase {
 /// The agent's observable state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentState {
-    pub phase: Phase,
+    pub phase: ConnectionPhase,
     /// Connections established so far (a reconnect increases it).
     pub connections: u64,
     /// Certificates renewed so far.
@@ -136,7 +136,7 @@ pub fn spawn(
     let identity = state_dir.load_identity()?;
     state_dir.load_ca()?;
     let (publisher, state) = watch::channel(AgentState {
-        phase: Phase::Connecting,
+        phase: ConnectionPhase::Connecting,
         connections: 0,
         renewals: 0,
         last_error: None,
@@ -262,7 +262,7 @@ impl Runner {
             if self.stop.is_cancelled() {
                 break;
             }
-            self.publish(|state| state.phase = Phase::Connecting);
+            self.publish(|state| state.phase = ConnectionPhase::Connecting);
             match self.session(&mut endpoint).await {
                 SessionEnd::Stopped => break,
                 SessionEnd::Lost {
@@ -279,7 +279,7 @@ impl Runner {
                 }
             }
             let delay = backoff.next_delay(rand::random::<f64>());
-            self.publish(|state| state.phase = Phase::Waiting { retry_in: delay });
+            self.publish(|state| state.phase = ConnectionPhase::Waiting { retry_in: delay });
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.stop.cancelled() => break,
@@ -289,7 +289,7 @@ impl Runner {
             endpoint.close(quinn::VarInt::from_u32(0), b"stopping");
             let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         }
-        self.publish(|state| state.phase = Phase::Stopped);
+        self.publish(|state| state.phase = ConnectionPhase::Stopped);
     }
 
     async fn session(&self, endpoint: &mut Option<(quinn::Endpoint, bool)>) -> SessionEnd {
@@ -381,7 +381,7 @@ impl Runner {
             "connected to the coordinator"
         );
         self.publish(|state| {
-            state.phase = Phase::Connected {
+            state.phase = ConnectionPhase::Connected {
                 instance_id: welcome.instance_id,
                 generation: welcome.generation,
             };
