@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::state::{EnrollmentFacts, Identity, StateDir, StateError};
 use crate::tls::{Transport, enrollment_config};
-use crate::wire::{FrameReader, WireError, write_handshake};
+use shell::wire::{FrameReader, WireError, write_handshake};
 
 /// What `enroll` needs.
 #[derive(Debug, Clone)]

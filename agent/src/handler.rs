@@ -1,14 +1,14 @@
 //! Operation handlers: the one place where new kinds of work plug into the agent, without
 //! touching the transport. A [`Handler`] says which operations it performs and performs them,
-//! reporting progress and log lines through its [`TaskContext`].
+//! reporting progress and log lines through its [`TaskContext`]; [`Handlers`] asks them in
+//! order. The handlers themselves live with their operations, and `standard` assembles the set
+//! an agent runs with.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use futures_util::future::BoxFuture;
-use protocol::{
-    DataStreamHeader, ErrorCode, ErrorData, Operation, OperationOutput, TaskId, TaskOutcome,
-};
+use protocol::{DataStreamHeader, ErrorCode, ErrorData, Operation, TaskId, TaskOutcome};
 use tokio::sync::mpsc;
 
 /// The longest log line sent; longer lines are cut.
@@ -47,7 +47,7 @@ impl DataChannel {
             .open_uni()
             .await
             .map_err(|error| lost(&error))?;
-        crate::wire::write_message(&mut send, &DataStreamHeader { task_id })
+        shell::wire::write_message(&mut send, &DataStreamHeader { task_id })
             .await
             .map_err(|error| lost(&error))?;
         Ok(send)
@@ -153,19 +153,6 @@ impl Handlers {
         Handlers::default()
     }
 
-    /// The handlers this build of the agent has: ping, packages (apt, one at a time) and
-    /// databases (MariaDB and PostgreSQL found on the machine, dumps on a data stream).
-    pub fn standard() -> Handlers {
-        let exclusive = crate::process::Exclusive::new();
-        Handlers::new()
-            .with(PingHandler)
-            .with(crate::packages::Packages::new(exclusive.clone()))
-            .with(crate::databases::Databases::new(
-                crate::databases::plan::DatabaseSettings::default(),
-            ))
-            .with(crate::web_handler::WebHandler::debian())
-    }
-
     /// Adds a handler after the present ones.
     pub fn with(mut self, handler: impl Handler) -> Handlers {
         self.handlers.push(Arc::new(handler));
@@ -231,38 +218,11 @@ pub fn operation_name(operation: &Operation) -> &'static str {
     }
 }
 
-/// Answers [`Operation::Ping`] with its payload.
-#[derive(Debug, Clone, Copy)]
-pub struct PingHandler;
-
-impl Handler for PingHandler {
-    fn handles(&self, operation: &Operation) -> bool {
-        matches!(operation, Operation::Ping { .. })
-    }
-
-    fn handle(
-        &self,
-        operation: Operation,
-        _context: TaskContext,
-    ) -> BoxFuture<'static, TaskOutcome> {
-        Box::pin(async move {
-            match operation {
-                Operation::Ping { payload } => Ok(OperationOutput::Pong { payload }),
-                other => Err(ErrorData::new(
-                    ErrorCode::Internal,
-                    format!(
-                        "the ping handler got a {} operation",
-                        operation_name(&other)
-                    ),
-                )),
-            }
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ping::PingHandler;
+    use protocol::OperationOutput;
 
     fn context() -> (TaskContext, mpsc::Receiver<TaskEvent>) {
         let (sender, receiver) = mpsc::channel(4);

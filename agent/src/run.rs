@@ -22,7 +22,7 @@ use crate::handler::{DataChannel, Handlers, TaskContext, TaskEvent};
 use crate::state::{Identity, StateDir, StateError};
 use crate::tasks::{Admission, DiskFinishedTasks, FinishedTasks, TaskBook};
 use crate::tls::{Transport, agent_config};
-use crate::wire::{FrameReader, write_hello, write_message};
+use shell::wire::{FrameReader, WireError, write_hello, write_message};
 
 /// The folder of the state directory that holds finished tasks' results.
 pub const TASKS_FOLDER: &str = "tasks";
@@ -60,7 +60,7 @@ impl RunOptions {
 
 /// Where the agent's connection stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Phase {
+pub enum ConnectionPhase {
     Connecting,
     Connected {
         instance_id: u32,
@@ -76,7 +76,7 @@ pub enum Phase {
 /// The agent's observable state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentState {
-    pub phase: Phase,
+    pub phase: ConnectionPhase,
     /// Connections established so far (a reconnect increases it).
     pub connections: u64,
     /// Certificates renewed so far.
@@ -136,7 +136,7 @@ pub fn spawn(
     let identity = state_dir.load_identity()?;
     state_dir.load_ca()?;
     let (publisher, state) = watch::channel(AgentState {
-        phase: Phase::Connecting,
+        phase: ConnectionPhase::Connecting,
         connections: 0,
         renewals: 0,
         last_error: None,
@@ -262,7 +262,7 @@ impl Runner {
             if self.stop.is_cancelled() {
                 break;
             }
-            self.publish(|state| state.phase = Phase::Connecting);
+            self.publish(|state| state.phase = ConnectionPhase::Connecting);
             match self.session(&mut endpoint).await {
                 SessionEnd::Stopped => break,
                 SessionEnd::Lost {
@@ -279,7 +279,7 @@ impl Runner {
                 }
             }
             let delay = backoff.next_delay(rand::random::<f64>());
-            self.publish(|state| state.phase = Phase::Waiting { retry_in: delay });
+            self.publish(|state| state.phase = ConnectionPhase::Waiting { retry_in: delay });
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.stop.cancelled() => break,
@@ -289,7 +289,7 @@ impl Runner {
             endpoint.close(quinn::VarInt::from_u32(0), b"stopping");
             let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         }
-        self.publish(|state| state.phase = Phase::Stopped);
+        self.publish(|state| state.phase = ConnectionPhase::Stopped);
     }
 
     async fn session(&self, endpoint: &mut Option<(quinn::Endpoint, bool)>) -> SessionEnd {
@@ -381,7 +381,7 @@ impl Runner {
             "connected to the coordinator"
         );
         self.publish(|state| {
-            state.phase = Phase::Connected {
+            state.phase = ConnectionPhase::Connected {
                 instance_id: welcome.instance_id,
                 generation: welcome.generation,
             };
@@ -411,7 +411,7 @@ impl Runner {
         &self,
         connection: &quinn::Connection,
         mut send: quinn::SendStream,
-        mut reader: FrameReader,
+        mut reader: FrameReader<quinn::RecvStream>,
         mut identity: Identity,
         heartbeat_interval: Duration,
         renewal: bool,
@@ -519,10 +519,7 @@ fn renewal_request() -> Result<(KeyPair, Vec<u8>), rcgen::Error> {
 }
 
 /// A wire failure as the connection error behind it, when there is one.
-fn wire_to_connection(
-    connection: &quinn::Connection,
-    error: crate::wire::WireError,
-) -> quinn::ConnectionError {
+fn wire_to_connection(connection: &quinn::Connection, error: WireError) -> quinn::ConnectionError {
     connection.close_reason().unwrap_or_else(|| {
         tracing::debug!(%error, "closing the connection after a wire error");
         connection.close(quinn::VarInt::from_u32(4), error.to_string().as_bytes());
@@ -554,7 +551,7 @@ async fn serve_task(mut send: quinn::SendStream, receive: quinn::RecvStream, ser
     .await;
     let delivery = match first {
         Ok(Ok(Some(CoordinatorMessage::Task(delivery)))) => delivery,
-        Ok(Err(crate::wire::WireError::Protocol(error))) => {
+        Ok(Err(WireError::Protocol(error))) => {
             // A message this agent cannot decode (for example a newer operation): say so.
             let _ = write_message(
                 &mut send,
@@ -635,7 +632,7 @@ async fn serve_task(mut send: quinn::SendStream, receive: quinn::RecvStream, ser
 /// Runs a task's handler, forwarding its reports, until it ends, is cancelled or times out.
 async fn perform(
     send: &mut quinn::SendStream,
-    reader: &mut FrameReader,
+    reader: &mut FrameReader<quinn::RecvStream>,
     delivery: TaskDelivery,
     handlers: Handlers,
     data: DataChannel,

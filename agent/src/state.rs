@@ -118,29 +118,10 @@ pub struct StateDir {
 }
 
 fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> Result<(), StateError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let error = |source| StateError::Write {
+    shell::write_atomically(path, contents, Some(mode)).map_err(|source| StateError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let temporary = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&temporary);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&temporary)
-        .map_err(error)?;
-    file.write_all(contents).map_err(error)?;
-    file.sync_all().map_err(error)?;
-    std::fs::rename(&temporary, path).map_err(error)?;
-    if let Some(parent) = path.parent()
-        && let Ok(directory) = std::fs::File::open(parent)
-    {
-        let _ = directory.sync_all();
-    }
-    Ok(())
+    })
 }
 
 fn pem(label: &str, der: &[u8]) -> String {

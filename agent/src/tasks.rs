@@ -202,7 +202,6 @@ impl FinishedTasks for DiskFinishedTasks {
     }
 
     fn record(&self, task_id: TaskId, outcome: &TaskOutcome) {
-        use std::io::Write;
         let json = match serde_json::to_vec(outcome) {
             Ok(json) => json,
             Err(error) => {
@@ -210,16 +209,8 @@ impl FinishedTasks for DiskFinishedTasks {
                 return;
             }
         };
-        let done = self.path(&task_id, DONE);
-        let temporary = self.folder.join(format!("{task_id}.tmp"));
-        let written = std::fs::File::create(&temporary).and_then(|mut file| {
-            file.write_all(&json)?;
-            file.sync_all()?;
-            std::fs::rename(&temporary, &done)
-        });
-        if let Err(error) = written {
+        if let Err(error) = shell::write_atomically(&self.path(&task_id, DONE), &json, None) {
             tracing::error!(task = %task_id, %error, "cannot store a task result");
-            let _ = std::fs::remove_file(&temporary);
             return;
         }
         let _ = std::fs::remove_file(self.path(&task_id, STARTED));

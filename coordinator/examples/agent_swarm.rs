@@ -27,7 +27,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use agent::state::Identity;
-use agent::wire::{FrameReader, write_handshake, write_hello, write_message};
 use anyhow::{Context, anyhow, bail};
 use clap::Parser;
 use coordinator::channel::rate::RateLimit;
@@ -40,6 +39,7 @@ use protocol::{
     Heartbeat, Hello, HelloReply, Secret, StateSummary,
 };
 use rustls::pki_types::CertificateDer;
+use shell::wire::{FrameReader, write_handshake, write_hello, write_message};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -1084,7 +1084,11 @@ async fn swarm(
 }
 
 /// The control stream after the version handshake.
-type Session = (quinn::SendStream, FrameReader, protocol::Welcome);
+type Session = (
+    quinn::SendStream,
+    FrameReader<quinn::RecvStream>,
+    protocol::Welcome,
+);
 
 /// One simulated agent.
 struct SimulatedAgent {
@@ -1178,7 +1182,7 @@ impl SimulatedAgent {
         &self,
         connection: &quinn::Connection,
         mut send: quinn::SendStream,
-        mut reader: FrameReader,
+        mut reader: FrameReader<quinn::RecvStream>,
         interval: Duration,
     ) -> bool {
         let mut heartbeat = tokio::time::interval(interval);

@@ -1,7 +1,6 @@
 //! First start: create the admin account and its API key, printed once and written to
 //! `<data-dir>/admin.key` (0600, the key alone on one line).
 
-use std::io::Write as _;
 use std::path::Path;
 
 use crate::api::ApiError;
@@ -37,15 +36,5 @@ pub fn ensure_admin(store: &Store, data_dir: &Path) -> Result<Option<String>, Ap
 
 /// Writes a secret alone on one line to a file readable only by its owner.
 pub fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let temporary = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&temporary);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temporary)?;
-    writeln!(file, "{secret}")?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)
+    shell::write_atomically(path, format!("{secret}\n").as_bytes(), Some(0o600))
 }

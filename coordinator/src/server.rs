@@ -141,13 +141,12 @@ fn write_endpoints(running: &Running, data_dir: &Path) -> Result<(), ServeError>
         "http": running.http_url(),
         "quic": running.quic.map(|quic| quic.to_string()),
     });
-    let temporary = data_dir.join("endpoints.json.tmp");
-    let error = |source| ServeError::Endpoints {
-        path: path.display().to_string(),
-        source,
-    };
-    std::fs::write(&temporary, body.to_string() + "\n").map_err(error)?;
-    std::fs::rename(&temporary, &path).map_err(error)
+    shell::write_atomically(&path, (body.to_string() + "\n").as_bytes(), None).map_err(|source| {
+        ServeError::Endpoints {
+            path: path.display().to_string(),
+            source,
+        }
+    })
 }
 
 /// Opens everything and starts serving; returns once the listeners are bound.

@@ -264,7 +264,7 @@ async fn a_coordinator_killed_mid_task_resumes_it_and_the_work_is_done_once() {
     let agent = agent::spawn(options, agent::Handlers::standard(), Arc::new(finished)).unwrap();
     agent
         .wait_until(Duration::from_secs(30), |state| {
-            matches!(state.phase, agent::Phase::Connected { .. })
+            matches!(state.phase, agent::ConnectionPhase::Connected { .. })
         })
         .await
         .expect("the agent connects");

@@ -37,7 +37,7 @@ async fn an_enrolled_agent_connects_answers_pings_and_shows_its_status() {
     let state = connected(&handle, 1).await;
     assert_eq!(
         state.phase,
-        agent::Phase::Connected {
+        agent::ConnectionPhase::Connected {
             instance_id: 101,
             generation: 1
         }
@@ -249,7 +249,7 @@ async fn strangers_revoked_and_replaced_certificates_are_refused_at_the_handshak
     assert!(channel.revoke(101).unwrap());
     handle
         .wait_until(WAIT, |state| {
-            !matches!(state.phase, agent::Phase::Connected { .. })
+            !matches!(state.phase, agent::ConnectionPhase::Connected { .. })
         })
         .await
         .expect("the revoked agent is cut off");
@@ -298,7 +298,7 @@ async fn the_agent_reconnects_by_itself_after_a_coordinator_restart() {
     running.stop().await;
     handle
         .wait_until(WAIT, |state| {
-            !matches!(state.phase, agent::Phase::Connected { .. })
+            !matches!(state.phase, agent::ConnectionPhase::Connected { .. })
         })
         .await
         .expect("the agent notices the coordinator left");

@@ -159,7 +159,7 @@ async fn after_a_crash_the_restarted_coordinator_resets_the_agent_which_reconnec
     let state = channel_support::connected(&handle, 2).await;
     assert_eq!(
         state.phase,
-        agent::Phase::Connected {
+        agent::ConnectionPhase::Connected {
             instance_id: 101,
             generation: 1
         }

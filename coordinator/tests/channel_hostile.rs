@@ -64,8 +64,8 @@ async fn garbage_datagrams_and_oversized_frames_do_not_hurt_the_coordinator() {
         .unwrap();
     let (mut send, receive) = connection.open_bi().await.unwrap();
     let hello = protocol::Hello::new("test", protocol::Features::NONE);
-    agent::wire::write_hello(&mut send, &hello).await.unwrap();
-    let mut reader = agent::wire::FrameReader::new(receive, 65536);
+    shell::wire::write_hello(&mut send, &hello).await.unwrap();
+    let mut reader = shell::wire::FrameReader::new(receive, 65536);
     assert!(matches!(
         reader.handshake::<protocol::HelloReply>().await,
         Ok(Some(protocol::HelloReply::Welcome(_)))

@@ -113,7 +113,7 @@ async fn enrollment_status_ping_and_revocation_over_http() {
     assert_eq!(revoked.body["connected"], Value::Bool(false));
     handle
         .wait_until(Duration::from_secs(20), |state| {
-            !matches!(state.phase, agent::Phase::Connected { .. })
+            !matches!(state.phase, agent::ConnectionPhase::Connected { .. })
         })
         .await
         .expect("the agent is cut off");

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -72,7 +72,7 @@ impl Shared {
                 return;
             }
         };
-        if let Err(error) = write_atomically(path, text.as_bytes()) {
+        if let Err(error) = shell::write_atomically(path, text.as_bytes(), None) {
             tracing::warn!("cannot save state to {}: {error}", path.display());
         }
     }
@@ -85,13 +85,6 @@ impl Shared {
             .or_default()
             .clone()
     }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut temporary = PathBuf::from(path);
-    temporary.set_extension("tmp");
-    std::fs::write(&temporary, bytes)?;
-    std::fs::rename(&temporary, path)
 }
 
 fn load_state(path: &Path, nodes: usize, now: i64) -> Result<Cluster, SimError> {

@@ -1,4 +1,8 @@
 //! Unique process ids (UPIDs) of Proxmox tasks: formatting and parsing.
+//!
+//! The coordinator has its own UPID parser, on purpose: the simulator is written from Proxmox's
+//! schema independently of the client it tests, so that a misreading shared by both could not
+//! make them agree on a bug.
 
 use std::fmt;
 use std::str::FromStr;

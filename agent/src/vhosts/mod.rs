@@ -139,26 +139,15 @@ pub(crate) fn io_context<T>(
     })
 }
 
-/// Writes a file through a temporary name and a rename, with the given permissions.
+/// Writes a file atomically, with the given permissions.
 pub(crate) fn write_file_atomically(
     path: &Path,
     contents: &[u8],
     mode: u32,
 ) -> Result<(), WebError> {
-    let temporary = path.with_extension("partial");
-    io_context(
-        (|| {
-            let _ = std::fs::remove_file(&temporary);
-            let mut options = std::fs::OpenOptions::new();
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
-            let mut file = options.write(true).create_new(true).open(&temporary)?;
-            io::Write::write_all(&mut file, contents)?;
-            file.sync_all()?;
-            std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode))?;
-            std::fs::rename(&temporary, path)
-        })(),
-        || format!("writing {}", path.display()),
-    )
+    io_context(shell::write_atomically(path, contents, Some(mode)), || {
+        format!("writing {}", path.display())
+    })
 }
 
 /// The outcome of an applied change.

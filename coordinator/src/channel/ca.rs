@@ -160,25 +160,12 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-/// Writes `contents` to `path` through a temporary file, with `mode` permissions.
+/// Writes `contents` to `path` atomically, with `mode` permissions.
 fn write_private(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let error = |source| CaError::Write {
+    shell::write_atomically(path, contents, Some(mode)).map_err(|source| CaError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let temporary = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&temporary);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&temporary)
-        .map_err(error)?;
-    file.write_all(contents).map_err(error)?;
-    file.sync_all().map_err(error)?;
-    std::fs::rename(&temporary, path).map_err(error)
+    })
 }
 
 impl CertificateAuthority {

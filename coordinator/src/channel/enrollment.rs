@@ -15,10 +15,10 @@ use sha2::{Digest, Sha256};
 
 use super::ca::AgentIdentity;
 use super::verifier::Authorization;
-use super::wire::{FrameReader, WireError, write_handshake};
 use super::{ChannelError, Inner, close_code, now_rfc3339, parse_rfc3339, rfc3339};
 use crate::store::records::{AgentRecord, EnrollmentTokenRecord, InstanceRecord};
 use crate::store::{StoreError, Table};
+use shell::wire::{FrameReader, WireError, write_handshake};
 
 /// The largest enrollment request accepted (a CSR is well under 1 KiB).
 const MAX_ENROLL_FRAME: usize = 16 * 1024;

@@ -13,7 +13,6 @@ pub mod registry;
 pub mod request;
 pub mod server;
 pub mod verifier;
-pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

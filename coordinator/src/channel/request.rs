@@ -9,8 +9,8 @@ use protocol::{
 };
 use quinn::VarInt;
 
-use super::wire::{FrameReader, WireError, write_message};
 use super::{ChannelError, Inner, close_code};
+use shell::wire::{FrameReader, WireError, write_message};
 
 /// What the agent reported about a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,16 +33,16 @@ pub enum RequestEvent {
 pub struct Request {
     task_id: TaskId,
     send: quinn::SendStream,
-    reader: FrameReader,
+    reader: FrameReader<quinn::RecvStream>,
     deadline: tokio::time::Instant,
     finished: bool,
 }
 
 fn lost(error: WireError) -> ChannelError {
     match error {
-        WireError::Read(error) => ChannelError::ConnectionLost(error.to_string()),
-        WireError::Write(error) => ChannelError::ConnectionLost(error.to_string()),
-        WireError::Closed(error) => ChannelError::ConnectionLost(error.to_string()),
+        WireError::Read(error) | WireError::Write(error) => {
+            ChannelError::ConnectionLost(error.to_string())
+        }
         other => ChannelError::Protocol(other.to_string()),
     }
 }

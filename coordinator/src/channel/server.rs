@@ -17,10 +17,10 @@ use rustls::pki_types::CertificateDer;
 use super::ca::AgentIdentity;
 use super::registry::Live;
 use super::verifier::AgentCertVerifier;
-use super::wire::{FrameReader, WireError, write_handshake, write_message};
 use super::{AgentEvent, ChannelError, Inner, close_code};
 use crate::store::records::{AgentRecord, InstanceRecord};
 use crate::store::{StoreError, Table};
+use shell::wire::{FrameReader, WireError, write_handshake, write_message};
 
 /// The most streams an agent may open to the coordinator at once (its control stream and a few
 /// spare); the coordinator opens the request streams.

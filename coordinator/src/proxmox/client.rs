@@ -213,6 +213,13 @@ fn bool_text(value: bool) -> String {
     if value { "1" } else { "0" }.to_string()
 }
 
+/// Reads a UPID that Proxmox sent; an unreadable one is an answer that cannot be decoded.
+fn parse_upid(text: &str) -> Result<Upid, ProxmoxError> {
+    Upid::parse(text).map_err(|error| ProxmoxError::Decode {
+        message: error.to_string(),
+    })
+}
+
 /// Percent-encodes one path segment (UPIDs, storage names, template names).
 fn segment(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -519,9 +526,7 @@ impl Client {
         let text = value.as_str().ok_or_else(|| ProxmoxError::Decode {
             message: format!("{what} answered {value} instead of a task id"),
         })?;
-        Upid::parse(text).map_err(|error| ProxmoxError::Decode {
-            message: error.to_string(),
-        })
+        parse_upid(text)
     }
 
     // --- Reads -------------------------------------------------------------------------------
@@ -692,14 +697,15 @@ impl Client {
         .await
     }
 
-    /// `GET /nodes/{node}/tasks` for one container and task type, newest first.
+    /// `GET /nodes/{node}/tasks` for one container and task type, newest first. Each entry is
+    /// known by its UPID; an entry whose UPID is unreadable is left out.
     pub async fn tasks(
         &self,
         node: &str,
         vmid: u32,
         kind: &str,
-    ) -> Result<Vec<TaskStatus>, ProxmoxError> {
-        let mut tasks: Vec<TaskStatus> = self
+    ) -> Result<Vec<Upid>, ProxmoxError> {
+        let listed: Vec<TaskStatus> = self
             .get(
                 &format!("/nodes/{}/tasks", segment(node)),
                 &[
@@ -710,8 +716,18 @@ impl Client {
                 ],
             )
             .await?;
-        tasks.retain(|task| task.kind == kind && task.id == vmid.to_string());
-        tasks.sort_by_key(|task| std::cmp::Reverse(task.starttime));
+        let mut tasks: Vec<Upid> = listed
+            .iter()
+            .filter_map(|task| match parse_upid(&task.upid) {
+                Ok(upid) => Some(upid),
+                Err(error) => {
+                    tracing::warn!(%error, "a Proxmox task list entry is left out");
+                    None
+                }
+            })
+            .filter(|upid| upid.kind == kind && upid.id == vmid.to_string())
+            .collect();
+        tasks.sort_by_key(|upid| std::cmp::Reverse(upid.starttime));
         Ok(tasks)
     }
 
@@ -725,17 +741,9 @@ impl Client {
         since: i64,
     ) -> Result<Option<Upid>, ProxmoxError> {
         let tasks = self.tasks(node, vmid, kind).await?;
-        let own = tasks.into_iter().find(|task| {
-            task.full_user() == self.token_id && task.starttime >= since - CLOCK_SLACK_SECONDS
-        });
-        match own {
-            Some(task) => Upid::parse(&task.upid)
-                .map(Some)
-                .map_err(|error| ProxmoxError::Decode {
-                    message: error.to_string(),
-                }),
-            None => Ok(None),
-        }
+        Ok(tasks.into_iter().find(|upid| {
+            upid.user == self.token_id && upid.starttime >= since - CLOCK_SLACK_SECONDS
+        }))
     }
 
     /// `DELETE /nodes/{node}/tasks/{upid}`: stops a running task.

@@ -50,16 +50,6 @@ fn optional_f64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<f64
         .and_then(lenient_f64))
 }
 
-fn i64_lenient<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
-    let value = Value::deserialize(deserializer)?;
-    match &value {
-        Value::Number(number) => number.as_i64(),
-        Value::String(text) => text.trim().parse().ok(),
-        _ => None,
-    }
-    .ok_or_else(|| serde::de::Error::custom(format!("expected a number, got {value}")))
-}
-
 /// `GET /version`.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct Version {
@@ -139,6 +129,9 @@ impl ContainerStatus {
 }
 
 /// `GET /nodes/{node}/tasks/{upid}/status` and the entries of the task list.
+///
+/// Proxmox also sends the fields of the UPID one by one (`type`, `id`, `user`, `tokenid`,
+/// `starttime`); they are not read here: the UPID is read by [`super::Upid::parse`] alone.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 pub struct TaskStatus {
     pub upid: String,
@@ -150,16 +143,6 @@ pub struct TaskStatus {
     pub status: String,
     #[serde(default)]
     pub exitstatus: Option<String>,
-    #[serde(rename = "type", default)]
-    pub kind: String,
-    #[serde(default)]
-    pub id: String,
-    #[serde(default)]
-    pub user: String,
-    #[serde(default)]
-    pub tokenid: Option<String>,
-    #[serde(default, deserialize_with = "i64_lenient")]
-    pub starttime: i64,
 }
 
 /// True for the exit statuses Proxmox counts as success: `OK` and `WARNINGS: n`.
@@ -183,14 +166,6 @@ impl TaskStatus {
                     .as_deref()
                     .is_some_and(exit_status_is_success),
             )
-        }
-    }
-
-    /// `user@realm` or `user@realm!token`, as in the UPID.
-    pub fn full_user(&self) -> String {
-        match &self.tokenid {
-            Some(token) if !self.user.contains('!') => format!("{}!{token}", self.user),
-            _ => self.user.clone(),
         }
     }
 }
@@ -321,8 +296,6 @@ mod tests {
             }))
             .unwrap();
             assert_eq!(task.succeeded(), *expected, "{status} {exitstatus:?}");
-            assert_eq!(task.full_user(), "api@pve!ci");
-            assert_eq!(task.starttime, 1_700_000_000);
         }
     }
 }

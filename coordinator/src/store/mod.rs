@@ -4,6 +4,15 @@
 //! (see [`tables`]) so a change of layout gets a new table and a migration on open, never a
 //! silent misread. Callers use the typed helpers here or compose several steps atomically in
 //! [`Store::write`] / [`Store::read`], whose closures receive wrappers, not raw redb handles.
+//!
+//! # Schema version
+//!
+//! The store records its layout version, [`SCHEMA_VERSION`], in `Meta` under `schema_version`
+//! when it is created. On open a store of a newer version is refused ([`StoreError::TooNew`]:
+//! this build would misread it), and one of an older version is brought up to date by the
+//! registered [`Migration`]s, each from its version to the next, in order, in the same write
+//! transaction that records the new version: a failed migration leaves the store as it was. A
+//! store written before the version was recorded is version 1.
 
 pub mod records;
 pub mod tables;
@@ -38,7 +47,47 @@ pub enum StoreError {
         table: &'static str,
         message: String,
     },
+    #[error(
+        "the store at {path} has schema version {found}, newer than version {supported} that this \
+         coordinator reads; run a coordinator as new as the one that wrote it"
+    )]
+    TooNew {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
+    #[error("cannot migrate the store at {path} from schema version {from}: {message}")]
+    Migration {
+        path: String,
+        from: u32,
+        message: String,
+    },
 }
+
+/// The layout version of the store this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The `Meta` key of the schema version (a JSON number).
+pub const SCHEMA_VERSION_KEY: &str = "schema_version";
+
+/// The version of a store that holds data but no recorded version: it was written before the
+/// version was recorded, in the layout of version 1.
+const UNRECORDED_VERSION: u32 = 1;
+
+/// One step of the store's layout, from version `from` to `from + 1`.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// The version this step starts from.
+    pub from: u32,
+    /// What the step changes, for errors and logs.
+    pub describe: &'static str,
+    /// The step itself, inside the transaction that records the new version.
+    pub run: fn(&mut Write<'_>) -> Result<(), StoreError>,
+}
+
+/// The migrations of this build, in order: `MIGRATIONS[i].from == i + 1`. None yet: every table
+/// is still in its first layout.
+const MIGRATIONS: &[Migration] = &[];
 
 macro_rules! database_error {
     ($($type:ty),*) => {$(
@@ -140,8 +189,18 @@ fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [
 }
 
 impl Store {
-    /// Opens or creates `<dir>/hostplane.redb` and makes sure every table exists.
+    /// Opens or creates `<dir>/hostplane.redb`, makes sure every table exists, and brings an
+    /// older store up to [`SCHEMA_VERSION`] (see the module's documentation).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_at_version(dir, SCHEMA_VERSION, MIGRATIONS)
+    }
+
+    /// [`Store::open`] with the version and migrations given, so tests can add steps.
+    fn open_at_version(
+        dir: &Path,
+        version: u32,
+        migrations: &[Migration],
+    ) -> Result<Store, StoreError> {
         let path = dir.join("hostplane.redb");
         let shown = path.display().to_string();
         let database = Database::create(&path).map_err(|error| match error {
@@ -154,9 +213,15 @@ impl Store {
             },
         })?;
         let transaction = database.begin_write()?;
+        let mut fresh = true;
         for table in Table::ALL {
-            transaction.open_table(definition(*table))?;
+            let opened = transaction.open_table(definition(*table))?;
+            fresh &= opened.is_empty()?;
         }
+        let mut write = Write {
+            transaction: &transaction,
+        };
+        migrate(&mut write, &shown, fresh, version, migrations)?;
         transaction.commit()?;
         Ok(Store {
             database: Arc::new(database),
@@ -342,6 +407,55 @@ impl Store {
     }
 }
 
+/// Records `version` in a fresh store, refuses a newer one and runs `migrations` on an older
+/// one, all in the caller's transaction.
+fn migrate(
+    write: &mut Write<'_>,
+    path: &str,
+    fresh: bool,
+    version: u32,
+    migrations: &[Migration],
+) -> Result<(), StoreError> {
+    let recorded: Option<u32> = write.get(Table::Meta, SCHEMA_VERSION_KEY)?;
+    let found = match (recorded, fresh) {
+        (Some(found), _) => found,
+        (None, true) => return write.put(Table::Meta, SCHEMA_VERSION_KEY, &version),
+        (None, false) => UNRECORDED_VERSION,
+    };
+    if found > version {
+        return Err(StoreError::TooNew {
+            path: path.to_string(),
+            found,
+            supported: version,
+        });
+    }
+    for from in found..version {
+        let step = migrations
+            .iter()
+            .find(|migration| migration.from == from)
+            .ok_or_else(|| StoreError::Migration {
+                path: path.to_string(),
+                from,
+                message: "no migration is registered for this version".into(),
+            })?;
+        tracing::info!(
+            from,
+            to = from + 1,
+            step = step.describe,
+            "migrating the store"
+        );
+        (step.run)(write).map_err(|error| StoreError::Migration {
+            path: path.to_string(),
+            from,
+            message: format!("{}: {error}", step.describe),
+        })?;
+    }
+    if recorded != Some(version) {
+        write.put(Table::Meta, SCHEMA_VERSION_KEY, &version)?;
+    }
+    Ok(())
+}
+
 /// A read snapshot handed to [`Store::read`] closures.
 pub struct Read {
     transaction: redb::ReadTransaction,
@@ -506,7 +620,11 @@ mod tests {
                     for index in 0..25 {
                         store
                             .write_grouped(|write| {
-                                write.put(Table::Meta, &format!("{thread}/{index:02}"), &index)
+                                write.put(
+                                    Table::Meta,
+                                    &format!("grouped/{thread}/{index:02}"),
+                                    &index,
+                                )
                             })
                             .unwrap();
                     }
@@ -526,7 +644,9 @@ mod tests {
         assert!(failed.is_err());
         drop(store);
         let store = Store::open(dir.path()).unwrap();
-        let all: Vec<(String, u32)> = store.list(Table::Meta).unwrap();
+        let all: Vec<(String, u32)> = store
+            .read(|read| read.range(Table::Meta, "grouped/", None))
+            .unwrap();
         assert_eq!(all.len(), 200);
         assert_eq!(store.get::<u32>(Table::Meta, "refused").unwrap(), None);
     }
@@ -563,5 +683,123 @@ mod tests {
         assert_eq!(store.get::<u32>(Table::Meta, "grouped").unwrap(), Some(1));
         // What only a buffered write held is lost: the abort really skipped every flush.
         assert_eq!(store.get::<u32>(Table::Meta, "buffered").unwrap(), None);
+    }
+
+    /// A test migration: appends the version it starts from to `Meta` `steps`.
+    fn record_step(write: &mut Write<'_>, from: u32) -> Result<(), StoreError> {
+        let mut steps: Vec<u32> = write.get(Table::Meta, "steps")?.unwrap_or_default();
+        steps.push(from);
+        write.put(Table::Meta, "steps", &steps)
+    }
+
+    const STEPS: &[Migration] = &[
+        Migration {
+            from: 1,
+            describe: "first test step",
+            run: |write| record_step(write, 1),
+        },
+        Migration {
+            from: 2,
+            describe: "second test step",
+            run: |write| record_step(write, 2),
+        },
+    ];
+
+    fn version_of(store: &Store) -> Option<u32> {
+        store.get(Table::Meta, SCHEMA_VERSION_KEY).unwrap()
+    }
+
+    #[test]
+    fn a_new_store_records_its_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(version_of(&store), Some(SCHEMA_VERSION));
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(version_of(&store), Some(SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn a_store_of_a_newer_version_is_refused_naming_both_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .put(Table::Meta, SCHEMA_VERSION_KEY, &(SCHEMA_VERSION + 1))
+            .unwrap();
+        drop(store);
+        let error = Store::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(error, StoreError::TooNew { found, supported, .. }
+                if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
+            "{error}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("schema version {}", SCHEMA_VERSION + 1))
+                && message.contains(&format!("version {SCHEMA_VERSION} that")),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_older_store_runs_its_migrations_in_order_and_records_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_at_version(dir.path(), 1, &[]).unwrap();
+        store.put(Table::Meta, "kept", &"yes").unwrap();
+        drop(store);
+        let store = Store::open_at_version(dir.path(), 3, STEPS).unwrap();
+        assert_eq!(version_of(&store), Some(3));
+        let steps: Option<Vec<u32>> = store.get(Table::Meta, "steps").unwrap();
+        assert_eq!(steps, Some(vec![1, 2]));
+        assert_eq!(
+            store.get::<String>(Table::Meta, "kept").unwrap().as_deref(),
+            Some("yes")
+        );
+        drop(store);
+        // Up to date: nothing runs again.
+        let store = Store::open_at_version(dir.path(), 3, STEPS).unwrap();
+        let steps: Option<Vec<u32>> = store.get(Table::Meta, "steps").unwrap();
+        assert_eq!(steps, Some(vec![1, 2]));
+    }
+
+    #[test]
+    fn a_store_without_a_recorded_version_is_version_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_at_version(dir.path(), 1, &[]).unwrap();
+        store.put(Table::Meta, "kept", &"yes").unwrap();
+        assert!(store.delete(Table::Meta, SCHEMA_VERSION_KEY).unwrap());
+        drop(store);
+        let store = Store::open_at_version(dir.path(), 2, STEPS).unwrap();
+        assert_eq!(version_of(&store), Some(2));
+        let steps: Option<Vec<u32>> = store.get(Table::Meta, "steps").unwrap();
+        assert_eq!(steps, Some(vec![1]));
+    }
+
+    #[test]
+    fn a_failed_migration_leaves_the_store_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open_at_version(dir.path(), 1, &[]).unwrap());
+        let failing = [
+            STEPS[0],
+            Migration {
+                from: 2,
+                describe: "a step that fails",
+                run: |_| Err(StoreError::Database("refused on purpose".into())),
+            },
+        ];
+        let error = Store::open_at_version(dir.path(), 3, &failing).unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Migration { from: 2, message, .. }
+                if message.contains("a step that fails")),
+            "{error}"
+        );
+        let error = Store::open_at_version(dir.path(), 4, STEPS).unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Migration { from: 3, .. }),
+            "{error}"
+        );
+        let store = Store::open_at_version(dir.path(), 1, &[]).unwrap();
+        assert_eq!(version_of(&store), Some(1));
+        assert_eq!(store.get::<Vec<u32>>(Table::Meta, "steps").unwrap(), None);
     }
 }

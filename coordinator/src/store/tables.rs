@@ -3,7 +3,8 @@
 /// A table of the store. Keys are strings; values are JSON documents of the named record type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Table {
-    /// Store-wide facts: `schema_version`, first-start markers. Values vary per key.
+    /// Store-wide facts: `schema_version` (written on creation, read and migrated on open; see
+    /// the store's module), first-start markers. Values vary per key.
     Meta,
     /// Key: user id. Value: `UserRecord`.
     Users,
