@@ -3,7 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Role;
+/// A user's role, stored in user and API key records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Customer,
+    Admin,
+}
 
 /// A user account (table `Users`, key: user id).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

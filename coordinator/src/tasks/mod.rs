@@ -6,6 +6,7 @@
 //! store, [`system`] drives them: it hands queued tasks to executors, enforces deadlines and
 //! cancellation, and after a restart resumes or ends every task that had not ended.
 
+pub mod kinds;
 pub mod machine;
 pub mod persist;
 pub mod system;
