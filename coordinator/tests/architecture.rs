@@ -1,6 +1,6 @@
 //! The coordinator's layers, checked on its source: only the HTTP layer (and the server and
-//! library root that start it) names `crate::api`, and the store names none of the modules
-//! built on it.
+//! library root that start it) names `crate::api`, the store names none of the modules built
+//! on it, and no top-level modules import each other in a circle.
 
 use std::path::{Path, PathBuf};
 
@@ -128,4 +128,61 @@ fn the_store_names_nothing_above_it() {
         }
     }
     assert!(offenders.is_empty(), "{offenders:?}");
+}
+
+/// The top-level module a source file belongs to (`api/users.rs` is in `api`).
+fn module_of(path: &str) -> String {
+    let first = path.split('/').next().unwrap_or(path);
+    first.trim_end_matches(".rs").to_string()
+}
+
+#[test]
+fn no_module_imports_in_a_circle() {
+    let sources = coordinator_sources();
+    let modules: std::collections::BTreeSet<String> =
+        sources.iter().map(|(path, _)| module_of(path)).collect();
+    let mut edges: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        std::collections::BTreeMap::new();
+    for (path, text) in &sources {
+        let from = module_of(path);
+        for name in named_modules(text) {
+            if name != from && modules.contains(&name) {
+                edges.entry(from.clone()).or_default().insert(name);
+            }
+        }
+    }
+    // Depth-first search; a module met again while it is on the path closes a circle.
+    fn visit(
+        module: &str,
+        edges: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut std::collections::BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(start) = path.iter().position(|seen| seen == module) {
+            let mut circle = path[start..].to_vec();
+            circle.push(module.to_string());
+            return Some(circle);
+        }
+        if done.contains(module) {
+            return None;
+        }
+        path.push(module.to_string());
+        for next in edges.get(module).into_iter().flatten() {
+            if let Some(circle) = visit(next, edges, path, done) {
+                return Some(circle);
+            }
+        }
+        path.pop();
+        done.insert(module.to_string());
+        None
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for module in &modules {
+        let circle = visit(module, &edges, &mut Vec::new(), &mut done);
+        assert!(
+            circle.is_none(),
+            "the coordinator's modules import in a circle: {}",
+            circle.unwrap_or_default().join(" -> ")
+        );
+    }
 }
