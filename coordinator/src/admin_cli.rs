@@ -4,12 +4,11 @@
 
 use std::path::Path;
 
-use crate::api::ApiError;
-use crate::api::users::{insert_user, validate_email, validate_username};
-use crate::auth::{self, Role};
+use crate::auth::{self, AuthError};
 use crate::clock;
-use crate::store::records::{TicketRecord, UserRecord};
+use crate::store::records::{Role, UserRecord};
 use crate::store::{Store, StoreError, Table};
+use crate::users::{UserError, insert_user, remove_tickets_of, validate_email, validate_username};
 
 /// A failure of an administrative command, printed as one line.
 #[derive(Debug, thiserror::Error)]
@@ -20,9 +19,21 @@ pub enum CliError {
     Refused(String),
 }
 
-impl From<ApiError> for CliError {
-    fn from(error: ApiError) -> Self {
-        CliError::Refused(error.message)
+impl From<UserError> for CliError {
+    fn from(error: UserError) -> Self {
+        match error {
+            UserError::Store(error) => CliError::Store(error),
+            refused => CliError::Refused(refused.to_string()),
+        }
+    }
+}
+
+impl From<AuthError> for CliError {
+    fn from(error: AuthError) -> Self {
+        match error {
+            AuthError::Store(error) => CliError::Store(error),
+            refused => CliError::Refused(refused.to_string()),
+        }
     }
 }
 
@@ -110,12 +121,7 @@ pub fn reset_password(data_dir: &Path, username: &str, password: &str) -> Result
         current.password_hash = hash;
         current.updated_at = clock::now_rfc3339();
         write.put(Table::Users, &current.id, &current)?;
-        let tickets: Vec<(String, TicketRecord)> = write.list(Table::Tickets)?;
-        for (key, ticket) in tickets {
-            if ticket.user == current.id {
-                write.delete(Table::Tickets, &key)?;
-            }
-        }
+        remove_tickets_of(write, &current.id)?;
         Ok::<_, StoreError>(())
     })?;
     Ok(())

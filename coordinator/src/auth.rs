@@ -1,36 +1,67 @@
 //! Authentication and authorization: the one path every route goes through.
 //!
 //! Credentials: `x-api-key: hpk_<id>_<secret>` (stored as the SHA-256 of the secret),
-//! `Authorization: Bearer <ticket>`, or `userid` + `ticket` in the query or JSON body (seed 000).
-//! Tickets are random 256-bit strings stored only as SHA-256 with their expiry. Passwords are
-//! argon2id hashes.
+//! `Authorization: Bearer <ticket>`, or `userid` + `ticket` in the query or JSON body (the
+//! original panel's form). Tickets are random 256-bit strings stored only as SHA-256 with their
+//! expiry. Passwords are argon2id hashes.
+//!
+//! This module knows nothing of HTTP: the dispatcher takes the credentials out of a request
+//! into [`PresentedCredentials`] and maps an [`AuthError`] to its answer.
 //!
 //! Invariant: a principal comes only from a verified credential; handlers never look at
 //! credentials themselves.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::App;
-use crate::api::{Access, ApiError, ApiRequest};
 use crate::clock;
-use crate::store::records::{ApiKeyRecord, InstanceRecord, TicketRecord, UserRecord};
+use crate::store::records::{ApiKeyRecord, InstanceRecord, Role, TicketRecord, UserRecord};
 use crate::store::{Store, StoreError, Table};
 
-/// A caller's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Customer,
-    Admin,
+/// Why a caller was refused, or an authentication step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No credential, or one that is unknown, wrong or expired.
+    #[error("the credentials are missing, invalid or expired")]
+    Refused,
+    /// A valid credential of a caller who is not an admin, where one is needed.
+    #[error("this needs an admin")]
+    AdminOnly,
+    /// The instance does not exist, or the caller may not see it.
+    #[error("instance {0} does not exist")]
+    NoSuchInstance(u32),
+    /// The text is not an instance id.
+    #[error("instance {0:?} does not exist")]
+    NotAnInstanceId(String),
+    /// Too many failed logins; the seconds to wait.
+    #[error("too many attempts; retry after {0} s")]
+    RateLimited(u64),
+    /// A password could not be hashed.
+    #[error("the password could not be hashed: {0}")]
+    Hashing(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The credentials a request carried, taken out of it before any handler sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PresentedCredentials {
+    /// The `x-api-key` header.
+    pub api_key: Option<String>,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+    /// The `ticket` parameter (query or JSON body).
+    pub ticket: Option<String>,
+    /// The `userid` parameter (query or JSON body).
+    pub userid: Option<String>,
 }
 
 /// Which credential authenticated the caller.
@@ -68,6 +99,15 @@ impl Principal {
         self.role == Role::Admin
     }
 
+    /// Refuses a caller who is not an admin.
+    pub fn require_admin(&self) -> Result<(), AuthError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(AuthError::AdminOnly)
+        }
+    }
+
     /// Admins may act on anyone; others only on themselves.
     pub fn may_act_for(&self, user_id: &str) -> bool {
         self.is_admin() || self.user_id == user_id
@@ -103,14 +143,15 @@ fn constant_time_equal(left: &str, right: &str) -> bool {
 }
 
 /// Hashes a password with argon2id.
-pub fn hash_password(password: &str) -> Result<String, ApiError> {
+pub fn hash_password(password: &str) -> Result<String, AuthError> {
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(ApiError::internal)?;
+    let salt =
+        SaltString::encode_b64(&salt).map_err(|error| AuthError::Hashing(error.to_string()))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
-        .map_err(ApiError::internal)
+        .map_err(|error| AuthError::Hashing(error.to_string()))
 }
 
 /// Checks a password against its stored hash.
@@ -242,13 +283,13 @@ impl Default for LoginLimiter {
 }
 
 impl LoginLimiter {
-    /// Refuses with 429 when either the user or the address has failed too often.
-    pub fn check(&self, username: &str, address: &str) -> Result<(), ApiError> {
+    /// Refuses when either the user or the address has failed too often.
+    pub fn check(&self, username: &str, address: &str) -> Result<(), AuthError> {
         let now = Instant::now();
         let user = self.per_user.lock().map(|mut w| w.check(username, now));
         let address = self.per_address.lock().map(|mut w| w.check(address, now));
         match (user, address) {
-            (Ok(Err(wait)), _) | (_, Ok(Err(wait))) => Err(ApiError::too_many_requests(wait)),
+            (Ok(Err(wait)), _) | (_, Ok(Err(wait))) => Err(AuthError::RateLimited(wait)),
             _ => Ok(()),
         }
     }
@@ -270,16 +311,12 @@ impl LoginLimiter {
     }
 }
 
-fn refused() -> ApiError {
-    ApiError::unauthorized("the credentials are missing, invalid or expired")
-}
-
 /// Finds the principal for an API key text.
-fn from_api_key(store: &Store, text: &str) -> Result<Principal, ApiError> {
+fn from_api_key(store: &Store, text: &str) -> Result<Principal, AuthError> {
     let (id, secret) = text
         .strip_prefix("hpk_")
         .and_then(|rest| rest.split_once('_'))
-        .ok_or_else(refused)?;
+        .ok_or(AuthError::Refused)?;
     let (key, user) = store.read(|read| {
         let key: Option<ApiKeyRecord> = read.get(Table::ApiKeys, id)?;
         let user: Option<UserRecord> = match &key {
@@ -289,14 +326,14 @@ fn from_api_key(store: &Store, text: &str) -> Result<Principal, ApiError> {
         Ok::<_, StoreError>((key, user))
     })?;
     let (Some(key), Some(user)) = (key, user) else {
-        return Err(refused());
+        return Err(AuthError::Refused);
     };
     if !constant_time_equal(&key.secret_sha256, &sha256_hex(secret)) {
-        return Err(refused());
+        return Err(AuthError::Refused);
     }
     let now = clock::unix_now();
     if key.expires_at.is_some_and(|expires| expires <= now) {
-        return Err(refused());
+        return Err(AuthError::Refused);
     }
     let stale = key
         .last_used_at
@@ -324,7 +361,7 @@ fn from_api_key(store: &Store, text: &str) -> Result<Principal, ApiError> {
 }
 
 /// Finds the principal for a ticket; `userid`, when given, must be the ticket's user.
-fn from_ticket(store: &Store, text: &str, userid: Option<&str>) -> Result<Principal, ApiError> {
+fn from_ticket(store: &Store, text: &str, userid: Option<&str>) -> Result<Principal, AuthError> {
     let hash = sha256_hex(text);
     let (ticket, user) = store.read(|read| {
         let ticket: Option<TicketRecord> = read.get(Table::Tickets, &hash)?;
@@ -335,16 +372,16 @@ fn from_ticket(store: &Store, text: &str, userid: Option<&str>) -> Result<Princi
         Ok::<_, StoreError>((ticket, user))
     })?;
     let (Some(ticket), Some(user)) = (ticket, user) else {
-        return Err(refused());
+        return Err(AuthError::Refused);
     };
     if ticket.expires_at <= clock::unix_now() {
-        return Err(refused());
+        return Err(AuthError::Refused);
     }
     if let Some(userid) = userid
         && userid != user.id
         && !userid.eq_ignore_ascii_case(&user.username)
     {
-        return Err(refused());
+        return Err(AuthError::Refused);
     }
     Ok(Principal {
         user_id: user.id,
@@ -358,71 +395,52 @@ fn from_ticket(store: &Store, text: &str, userid: Option<&str>) -> Result<Princi
     })
 }
 
-/// Reads whichever credential the request carries.
-pub fn identify(app: &App, request: &ApiRequest) -> Result<Principal, ApiError> {
-    if let Some(key) = request.header("x-api-key") {
-        return from_api_key(&app.store, key.trim());
+/// The principal of whichever credential was presented: an API key first, then a Bearer
+/// ticket, then `userid` and `ticket` together.
+pub fn identify(store: &Store, presented: &PresentedCredentials) -> Result<Principal, AuthError> {
+    if let Some(key) = &presented.api_key {
+        return from_api_key(store, key.trim());
     }
-    if let Some(authorization) = request.header("authorization") {
+    if let Some(authorization) = &presented.authorization {
         let ticket = authorization
             .strip_prefix("Bearer ")
             .or_else(|| authorization.strip_prefix("bearer "))
-            .ok_or_else(refused)?;
-        return from_ticket(&app.store, ticket.trim(), None);
+            .ok_or(AuthError::Refused)?;
+        return from_ticket(store, ticket.trim(), None);
     }
-    // Seed 000: `userid` and `ticket` as parameters; a malformed body simply has none.
-    let ticket = request.field("ticket").ok().flatten();
-    let userid = request.field("userid").ok().flatten();
-    match (ticket, userid) {
-        (Some(ticket), Some(userid)) => from_ticket(&app.store, &ticket, Some(&userid)),
-        _ => Err(refused()),
+    match (&presented.ticket, &presented.userid) {
+        (Some(ticket), Some(userid)) => from_ticket(store, ticket, Some(userid)),
+        _ => Err(AuthError::Refused),
     }
-}
-
-/// Authenticates a request for a route with the given access rule.
-pub async fn authenticate(
-    app: &Arc<App>,
-    request: &ApiRequest,
-    access: Access,
-) -> Result<Option<Principal>, ApiError> {
-    if access == Access::Public {
-        return Ok(None);
-    }
-    let principal = identify(app, request)?;
-    if access == Access::Admin && !principal.is_admin() {
-        return Err(ApiError::forbidden("this needs an admin"));
-    }
-    Ok(Some(principal))
 }
 
 /// The instance `id` if the principal may act on it: admins on every instance, a customer on
-/// their own, an instance-scoped key on its instances. Everyone else gets 404, as if the
-/// instance did not exist.
+/// their own, an instance-scoped key on its instances. Everyone else is told it does not
+/// exist.
 pub fn require_instance(
-    app: &App,
+    app: &crate::App,
     principal: &Principal,
     id: u32,
-) -> Result<InstanceRecord, ApiError> {
-    let not_found = || ApiError::not_found(format!("instance {id} does not exist"));
+) -> Result<InstanceRecord, AuthError> {
     if let Some(scope) = &principal.instance_scope
         && !scope.contains(&id)
     {
-        return Err(not_found());
+        return Err(AuthError::NoSuchInstance(id));
     }
     let record: Option<InstanceRecord> =
         app.store.get(Table::Instances, &InstanceRecord::key(id))?;
     match record {
         Some(record) if principal.is_admin() || record.user == principal.user_id => Ok(record),
-        _ => Err(not_found()),
+        _ => Err(AuthError::NoSuchInstance(id)),
     }
 }
 
-/// Parses an instance id from a path parameter; anything but a VMID is a 404.
-pub fn parse_instance_id(text: &str) -> Result<u32, ApiError> {
+/// Parses an instance id (a VMID); anything else is an instance that does not exist.
+pub fn parse_instance_id(text: &str) -> Result<u32, AuthError> {
     text.parse::<u32>()
         .ok()
         .filter(|id| (100..=999_999_999).contains(id))
-        .ok_or_else(|| ApiError::not_found(format!("instance {text:?} does not exist")))
+        .ok_or_else(|| AuthError::NotAnInstanceId(text.to_string()))
 }
 
 #[cfg(test)]

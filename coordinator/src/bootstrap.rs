@@ -3,18 +3,30 @@
 
 use std::path::Path;
 
-use crate::api::ApiError;
-use crate::api::users::insert_user;
-use crate::auth::{self, Role};
-use crate::store::records::UserRecord;
-use crate::store::{Store, Table};
+use crate::auth::{self, AuthError};
+use crate::store::records::{Role, UserRecord};
+use crate::store::{Store, StoreError, Table};
+use crate::users::{UserError, insert_user};
+
+/// Why the first admin could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot write the admin key file: {0}")]
+    KeyFile(std::io::Error),
+}
 
 /// The name of the account made on first start.
 pub const ADMIN_USERNAME: &str = "admin";
 
 /// Creates the first admin and a key when the store has no user yet; returns the key text
 /// then, `None` on every later start.
-pub fn ensure_admin(store: &Store, data_dir: &Path) -> Result<Option<String>, ApiError> {
+pub fn ensure_admin(store: &Store, data_dir: &Path) -> Result<Option<String>, BootstrapError> {
     let existing: Vec<(String, UserRecord)> =
         store.read(|read| read.range(Table::Users, "", Some(1)))?;
     if !existing.is_empty() {
@@ -28,9 +40,9 @@ pub fn ensure_admin(store: &Store, data_dir: &Path) -> Result<Option<String>, Ap
         let (text, record) =
             auth::new_api_key(&user.id, "first admin key", Role::Admin, None, None);
         write.put(Table::ApiKeys, &record.id, &record)?;
-        Ok::<_, ApiError>(text)
+        Ok::<_, BootstrapError>(text)
     })?;
-    write_secret_file(&data_dir.join("admin.key"), &key).map_err(ApiError::internal)?;
+    write_secret_file(&data_dir.join("admin.key"), &key).map_err(BootstrapError::KeyFile)?;
     Ok(Some(key))
 }
 

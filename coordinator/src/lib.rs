@@ -15,6 +15,7 @@ pub mod proxmox;
 pub mod server;
 pub mod store;
 pub mod tasks;
+pub mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,7 +59,7 @@ impl App {
         api::operations::routes(&mut routes);
         api::users::routes(&mut routes);
         let unknown_user_hash = auth::hash_password(&auth::random_token(16))
-            .map_err(|error| ServeError::Startup(error.message))?;
+            .map_err(|error| ServeError::Startup(error.to_string()))?;
         api::tasks::routes(&mut routes);
         api::instances::routes(&mut routes);
         api::nodes::routes(&mut routes);

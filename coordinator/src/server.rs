@@ -165,9 +165,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         source,
     })?;
     let data_dir = config.data_dir.clone();
-    let admin_key = crate::bootstrap::ensure_admin(&store, &data_dir).map_err(|error| {
-        ServeError::Startup(format!("cannot create the first admin: {}", error.message))
-    })?;
+    let admin_key = crate::bootstrap::ensure_admin(&store, &data_dir)
+        .map_err(|error| ServeError::Startup(format!("cannot create the first admin: {error}")))?;
     let app = App::build(config, store).await?;
     let quic = app.start_background().await?;
     let (stop, stopped) = watch::channel(false);

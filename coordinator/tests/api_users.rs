@@ -604,3 +604,41 @@ async fn the_admin_key_is_created_once_and_survives_a_restart() {
     assert_eq!(answer.status(), 200);
     running.stop().await;
 }
+
+#[tokio::test]
+async fn ticket_fields_in_a_body_reach_no_handler() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.customer("alice").await;
+    let login = server
+        .call(
+            "POST",
+            "/api/v1/ticket",
+            None,
+            Some(json!({"username": "alice", "password": "secret-password"})),
+        )
+        .await;
+    assert_eq!(login.status, 201, "{:?}", login.body);
+    let ticket = login.body["ticket"].as_str().unwrap().to_string();
+    let client = &server.client;
+    let change = client
+        .put(format!("{}/api/v1/user/{alice}", server.url))
+        .json(&json!({"userid": alice, "ticket": ticket, "email": "alice@example.org"}))
+        .send()
+        .await
+        .unwrap();
+    let status = change.status();
+    let body: serde_json::Value = change.json().await.unwrap();
+    assert_eq!(status, 200, "PUT /user with ticket fields: {body}");
+    assert_eq!(body["user"]["email"], "alice@example.org");
+    let key = client
+        .post(format!("{}/api/v1/apikey", server.url))
+        .json(&json!({"userid": alice, "ticket": ticket, "name": "from the panel"}))
+        .send()
+        .await
+        .unwrap();
+    let status = key.status();
+    let body: serde_json::Value = key.json().await.unwrap();
+    assert_eq!(status, 201, "POST /apikey with ticket fields: {body}");
+    assert_eq!(body["apikey"]["name"], "from the panel");
+    assert_eq!(body["apikey"]["user"], alice.as_str());
+}

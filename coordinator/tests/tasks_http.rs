@@ -11,7 +11,8 @@ use bytes::Bytes;
 use common::TestServer;
 use coordinator::api::ApiRequest;
 use coordinator::api::tasks::respond_with_task;
-use coordinator::auth::{Credential, Principal, Role};
+use coordinator::auth::{Credential, Principal};
+use coordinator::store::records::Role;
 use coordinator::tasks::{
     Creation, NewTask, Phase, Task, TaskContext, TaskFailure, TaskState, persist,
 };

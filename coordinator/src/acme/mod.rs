@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 pub use client::{AcmeClient, AcmeError, VhostAgent};
-pub use task::{AcmeInput, SSL_ACME};
+pub use task::AcmeInput;
 
 use crate::App;
 

@@ -18,14 +18,13 @@ use serde_json::{Value, json};
 use super::client::{AcmeError, VhostAgent};
 use crate::App;
 use crate::agentwork;
-use crate::api::web_json::certificate_json;
+use crate::agentwork::results::certificate_json;
 use crate::channel::ChannelError;
 use crate::store::Table;
 use crate::store::records::AcmeCertificateRecord;
+use crate::tasks::kinds::SSL_ACME;
 use crate::tasks::{Executor, NewTask, Phase, RestartPolicy, TaskContext, TaskFailure};
 
-/// The task kind.
-pub const SSL_ACME: &str = "ssl.acme";
 /// How long an issuance may wait for its agent and run.
 pub const DEADLINE: Duration = Duration::from_secs(3600);
 

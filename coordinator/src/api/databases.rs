@@ -21,13 +21,15 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use warp::Reply as _;
 
+use super::agent_tasks::{agent_error, submit, task_error};
 use super::list::Page;
 use super::{Access, ApiError, ApiRequest, ApiResult, RouteTable, ok};
 use crate::App;
-use crate::agentwork::{self, DATABASE_CREATE, DATABASE_DROP, DATABASE_DUMP, DATABASE_PASSWORD};
+use crate::agentwork;
 use crate::auth::{parse_instance_id, require_instance};
 use crate::store::records::InstanceRecord;
 use crate::tasks::TaskState;
+use crate::tasks::kinds::{DATABASE_CREATE, DATABASE_DROP, DATABASE_DUMP, DATABASE_PASSWORD};
 
 /// How long a dump may run in all.
 const DUMP_DEADLINE: Duration = Duration::from_secs(6 * 3600);
@@ -155,7 +157,7 @@ async fn all_databases(
                 // The engine is not installed on this instance: it has no databases.
             }
             Err(crate::channel::ChannelError::Operation(error)) => {
-                return Err(agentwork::agent_error(&error));
+                return Err(agent_error(&error));
             }
             Err(other) => return Err(super::agents::channel_error(other)),
         }
@@ -234,12 +236,10 @@ struct CreateInput {
     _rest: serde_json::Map<String, Value>,
 }
 
-/// The request's fields other than the seed's ticket fields must be known ones.
+/// The request's fields must be known ones (the dispatcher has taken the credential fields
+/// out).
 fn refuse_unknown(rest: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
-    match rest
-        .keys()
-        .find(|key| !matches!(key.as_str(), "userid" | "ticket"))
-    {
+    match rest.keys().next() {
         Some(key) => Err(ApiError::invalid_field(
             key,
             "is not a field of this request",
@@ -281,7 +281,7 @@ async fn create(app: Arc<App>, request: ApiRequest) -> ApiResult {
         user,
         password,
     };
-    agentwork::submit(&app, &request, id, DATABASE_CREATE, operation).await
+    submit(&app, &request, id, DATABASE_CREATE, operation).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -318,7 +318,7 @@ async fn change_password(app: Arc<App>, request: ApiRequest) -> ApiResult {
         user,
         password,
     };
-    agentwork::submit(&app, &request, id, DATABASE_PASSWORD, operation).await
+    submit(&app, &request, id, DATABASE_PASSWORD, operation).await
 }
 
 async fn drop_database(app: Arc<App>, request: ApiRequest) -> ApiResult {
@@ -331,7 +331,7 @@ async fn drop_database(app: Arc<App>, request: ApiRequest) -> ApiResult {
     };
     check_database(engine, &name).map_err(|error| name_error("databaseid", error))?;
     let operation = Operation::DatabaseDrop { engine, name };
-    agentwork::submit(&app, &request, id, DATABASE_DROP, operation).await
+    submit(&app, &request, id, DATABASE_DROP, operation).await
 }
 
 /// Whether the client takes a zstd-compressed body.
@@ -393,7 +393,7 @@ async fn dump_route(app: Arc<App>, request: ApiRequest) -> ApiResult {
             app.dumps.forget(&task.id);
             let task = ended?;
             return Err(match (&task.state, &task.error) {
-                (_, Some(error)) => agentwork::task_error(&error.code, &error.message),
+                (_, Some(error)) => task_error(&error.code, &error.message),
                 (state, None) if !state.is_ended() => {
                     let _ = app.tasks.cancel(&task.id);
                     ApiError::gateway_timeout("the agent did not start the dump in time")

@@ -1,9 +1,13 @@
-//! The one error type of the API and its JSON form: `{"error": {"code", "message", "details"}}`.
+//! The one error type of the API and its JSON form: `{"error": {"code", "message", "details"}}`,
+//! and the HTTP form of the errors of the layers below (authentication, users, Proxmox).
 
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde_json::{Value, json};
 
+use crate::auth::AuthError;
+use crate::proxmox::ProxmoxError;
 use crate::store::StoreError;
+use crate::users::UserError;
 
 /// An error answered to an API caller. Its message is for people; it never carries a secret,
 /// a file path of the coordinator or a stack trace.
@@ -136,5 +140,47 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
         ApiError::internal(error)
+    }
+}
+
+impl From<AuthError> for ApiError {
+    /// A refused credential is 401, a missing admin right 403, an instance the caller may not
+    /// see 404 (as if it did not exist), too many failed logins 429.
+    fn from(error: AuthError) -> ApiError {
+        match error {
+            AuthError::Refused => ApiError::unauthorized(error.to_string()),
+            AuthError::AdminOnly => ApiError::forbidden(error.to_string()),
+            AuthError::NoSuchInstance(_) | AuthError::NotAnInstanceId(_) => {
+                ApiError::not_found(error.to_string())
+            }
+            AuthError::RateLimited(wait) => ApiError::too_many_requests(wait),
+            AuthError::Hashing(_) | AuthError::Store(_) => ApiError::internal(error),
+        }
+    }
+}
+
+impl From<UserError> for ApiError {
+    /// A taken username or email is 409.
+    fn from(error: UserError) -> ApiError {
+        match error {
+            UserError::UsernameTaken(_) | UserError::EmailInUse(_) => {
+                ApiError::conflict(error.to_string())
+            }
+            UserError::Store(error) => ApiError::from(error),
+        }
+    }
+}
+
+impl From<ProxmoxError> for ApiError {
+    /// Proxmox's refusals reach the caller as 502 with Proxmox's message, deadlines as 504.
+    fn from(error: ProxmoxError) -> ApiError {
+        if error.is_timeout() {
+            ApiError::gateway_timeout(format!("Proxmox: {}", error.proxmox_message()))
+        } else {
+            match error {
+                ProxmoxError::Config { .. } => ApiError::bad_gateway(error.to_string()),
+                other => ApiError::bad_gateway(format!("Proxmox: {}", other.proxmox_message())),
+            }
+        }
     }
 }

@@ -1,11 +1,14 @@
-//! The public REST API: one warp filter hands every request to [`dispatch`], which finds the
-//! route in the table ([`routes`]), authenticates the caller once for every route, reads the
-//! input and turns every error into the JSON error shape.
+//! The public REST API: one warp filter hands every request to [`dispatch`], which takes the
+//! credentials out of the request, finds the route in the table ([`router`]), authenticates the
+//! caller once for every route, runs the handler and turns every error into the JSON error
+//! shape. The API is the mapping from HTTP to the domain modules and back; the errors of the
+//! layers below become [`ApiError`] here and nowhere else.
 //!
-//! Invariant: handlers never check credentials themselves; they receive the authenticated
-//! [`Principal`](crate::auth::Principal) from the dispatcher and use `crate::auth` for
-//! ownership checks.
+//! Invariant: handlers never read credentials; the dispatcher removes them from the request
+//! before a handler runs and hands over the authenticated
+//! [`Principal`](crate::auth::Principal). Handlers use `crate::auth` for ownership checks.
 
+pub mod agent_tasks;
 pub mod agents;
 pub mod databases;
 pub mod error;
@@ -22,7 +25,6 @@ pub mod router;
 pub mod tasks;
 pub mod users;
 pub mod vhosts;
-pub mod web_json;
 pub mod web_services;
 
 use std::convert::Infallible;
@@ -41,6 +43,7 @@ pub use request::ApiRequest;
 pub use router::{Access, Route, RouteTable};
 
 use crate::App;
+use crate::auth::{self, PresentedCredentials, Principal};
 
 /// What a handler answers with.
 pub type Reply = warp::reply::Response;
@@ -163,8 +166,26 @@ pub fn filter(
         .unify()
 }
 
-/// Finds the route, authenticates, runs the handler and maps every error to its response.
+/// The caller of a route with the given access rule.
+fn authenticate(
+    app: &App,
+    credentials: &PresentedCredentials,
+    access: Access,
+) -> Result<Option<Principal>, ApiError> {
+    if access == Access::Public {
+        return Ok(None);
+    }
+    let principal = auth::identify(&app.store, credentials)?;
+    if access == Access::Admin {
+        principal.require_admin()?;
+    }
+    Ok(Some(principal))
+}
+
+/// Takes the credentials out, finds the route, authenticates, runs the handler and maps every
+/// error to its response.
 pub async fn dispatch(app: &Arc<App>, mut request: ApiRequest, started: Instant) -> Reply {
+    let credentials = request.take_credentials();
     let method = request.method.clone();
     let (pattern, response) = match app.routes.find(&request.method, &request.path) {
         router::Found::Route(route, params) => {
@@ -174,7 +195,7 @@ pub async fn dispatch(app: &Arc<App>, mut request: ApiRequest, started: Instant)
             let path = request.path.clone();
             let remote = request.remote;
             let mut actor = None;
-            let result = match crate::auth::authenticate(app, &request, route.access).await {
+            let result = match authenticate(app, &credentials, route.access) {
                 Ok(principal) => {
                     actor = principal.clone();
                     request.principal = principal;

@@ -575,7 +575,7 @@ fn instance_from_query(app: &App, request: &ApiRequest) -> Result<InstanceRecord
         .field("id")?
         .ok_or_else(|| ApiError::invalid_field("id", "is required"))?;
     let id = parse_instance_id(&id)?;
-    require_instance(app, principal, id)
+    Ok(require_instance(app, principal, id)?)
 }
 
 fn query_escape(text: &str) -> String {

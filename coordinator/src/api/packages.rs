@@ -10,11 +10,13 @@ use protocol::names::package_policy::Refusal;
 use protocol::{Operation, OperationOutput};
 use serde::Deserialize;
 
+use super::agent_tasks::submit;
 use super::list::Page;
 use super::{Access, ApiError, ApiRequest, ApiResult, RouteTable, ok};
 use crate::App;
-use crate::agentwork::{self, PACKAGE_INSTALL, PACKAGE_REMOVE, PACKAGE_UPGRADE};
+use crate::agentwork;
 use crate::auth::{parse_instance_id, require_instance};
+use crate::tasks::kinds::{PACKAGE_INSTALL, PACKAGE_REMOVE, PACKAGE_UPGRADE};
 
 /// The most packages one request may name.
 pub const MAX_PACKAGES: usize = 256;
@@ -75,13 +77,6 @@ enum Change {
 struct ChangeInput {
     #[serde(default)]
     packages: Option<Vec<String>>,
-    /// Accepted so seed 000's ticket fields can ride in the body.
-    #[serde(default)]
-    #[allow(dead_code)]
-    userid: Option<serde_json::Value>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    ticket: Option<serde_json::Value>,
 }
 
 async fn list(app: Arc<App>, request: ApiRequest) -> ApiResult {
@@ -166,5 +161,5 @@ async fn change(app: Arc<App>, request: ApiRequest, change: Change) -> ApiResult
         Change::Upgrade => (PACKAGE_UPGRADE, Operation::PackageUpgrade { names }),
         Change::Remove => (PACKAGE_REMOVE, Operation::PackageRemove { names }),
     };
-    agentwork::submit(&app, &request, id, kind, operation).await
+    submit(&app, &request, id, kind, operation).await
 }

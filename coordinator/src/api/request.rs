@@ -1,5 +1,6 @@
-//! A request as handlers see it: path parameters, query, headers, the whole body, the peer and
-//! the authenticated principal.
+//! A request as handlers see it: path parameters, query, headers, the body parsed as JSON, the
+//! peer and the authenticated principal. The credentials it carried are taken out by the
+//! dispatcher before any handler runs ([`ApiRequest::take_credentials`]).
 
 use std::net::SocketAddr;
 
@@ -9,7 +10,13 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::ApiError;
-use crate::auth::Principal;
+use crate::auth::{PresentedCredentials, Principal};
+
+/// The headers that carry a credential.
+const CREDENTIAL_HEADERS: [&str; 2] = ["x-api-key", "authorization"];
+/// The parameters that carry a ticket in the original panel's form, in the query or at the top
+/// level of a JSON body.
+const CREDENTIAL_FIELDS: [&str; 2] = ["userid", "ticket"];
 
 /// An API request after routing.
 #[derive(Debug)]
@@ -20,7 +27,6 @@ pub struct ApiRequest {
     pub params: Vec<String>,
     pub query: Vec<(String, String)>,
     pub headers: HeaderMap,
-    pub body: Bytes,
     pub remote: Option<SocketAddr>,
     /// Set by the dispatcher for routes that need a caller.
     pub principal: Option<Principal>,
@@ -49,10 +55,42 @@ impl ApiRequest {
             params: Vec::new(),
             query,
             headers,
-            body,
             remote,
             principal: None,
             json,
+        }
+    }
+
+    /// Takes the credentials out of the request: the `x-api-key` and `Authorization` headers,
+    /// and the `userid` and `ticket` parameters from the query and the top level of a JSON
+    /// body. What is left is all a handler can read, so no handler reads a credential and no
+    /// handler refuses these fields as unknown.
+    pub fn take_credentials(&mut self) -> PresentedCredentials {
+        let mut header = |name: &str| {
+            let value = self
+                .headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_string);
+            self.headers.remove(name);
+            value
+        };
+        let api_key = header(CREDENTIAL_HEADERS[0]);
+        let authorization = header(CREDENTIAL_HEADERS[1]);
+        // A malformed body simply carries none.
+        let [userid, ticket] = CREDENTIAL_FIELDS.map(|name| self.field(name).ok().flatten());
+        self.query
+            .retain(|(name, _)| !CREDENTIAL_FIELDS.contains(&name.as_str()));
+        if let Some(Ok(Value::Object(object))) = &mut self.json {
+            for name in CREDENTIAL_FIELDS {
+                object.remove(name);
+            }
+        }
+        PresentedCredentials {
+            api_key,
+            authorization,
+            ticket,
+            userid,
         }
     }
 
@@ -87,7 +125,7 @@ impl ApiRequest {
     }
 
     /// A scalar parameter from the query string, else from the top level of a JSON body
-    /// (seed 000 sends GET parameters as a JSON body).
+    /// (the original panel sends GET parameters as a JSON body).
     pub fn field(&self, name: &str) -> Result<Option<String>, ApiError> {
         if let Some((_, value)) = self.query.iter().find(|(key, _)| key == name) {
             return Ok(Some(value.clone()));

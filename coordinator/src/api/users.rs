@@ -1,4 +1,4 @@
-//! Users, login tickets and API keys (seeds 001 and 004; API.md "Users and credentials").
+//! The user, login ticket and API key routes; the rules for accounts are in `crate::users`.
 
 use std::sync::Arc;
 
@@ -9,10 +9,14 @@ use serde_json::{Value, json};
 use super::list::Page;
 use super::{Access, ApiError, ApiRequest, ApiResult, RouteTable, created, no_content, ok};
 use crate::App;
-use crate::auth::{self, Credential, Role};
+use crate::auth::{self, Credential};
 use crate::clock;
-use crate::store::records::{ApiKeyRecord, InstanceRecord, Quota, TicketRecord, UserRecord};
-use crate::store::{StoreError, Table, Write};
+use crate::store::Table;
+use crate::store::records::{ApiKeyRecord, InstanceRecord, Role, UserRecord};
+use crate::users::{
+    count_admins, insert_user, remove_tickets_of, validate_email, validate_password,
+    validate_username,
+};
 
 pub fn routes(table: &mut RouteTable) {
     use Access::{Admin, Authenticated, Public};
@@ -125,95 +129,6 @@ fn key_json(key: &ApiKeyRecord) -> Value {
     })
 }
 
-/// Checks a username: 2 to 64 of letters, digits, `.`, `_`, `-`, starting with a letter or digit.
-pub fn validate_username(name: &str) -> Result<(), String> {
-    let valid_characters = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    let starts_well = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric());
-    if !(2..=64).contains(&name.len()) {
-        return Err("must be 2 to 64 characters".into());
-    }
-    if !valid_characters || !starts_well {
-        return Err("may hold only letters, digits, '.', '_' and '-', and must start with a letter or digit".into());
-    }
-    Ok(())
-}
-
-/// Checks an email address loosely: one `@`, something on each side, no spaces, a dot after `@`.
-pub fn validate_email(email: &str) -> Result<(), String> {
-    let valid = email.len() <= 254
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.contains('@')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-        });
-    if valid {
-        Ok(())
-    } else {
-        Err("is not an email address".into())
-    }
-}
-
-fn validate_password(password: &str) -> Result<(), String> {
-    if password.chars().count() < 6 {
-        return Err("must be at least 6 characters".into());
-    }
-    if password.len() > 1024 {
-        return Err("must be at most 1024 bytes".into());
-    }
-    Ok(())
-}
-
-/// Creates a user in one transaction, keeping the username and email indexes unique.
-pub fn insert_user(
-    write: &mut Write<'_>,
-    username: &str,
-    password_hash: String,
-    email: Option<String>,
-    role: Role,
-) -> Result<UserRecord, ApiError> {
-    let username_key = username.to_ascii_lowercase();
-    if write
-        .get::<String>(Table::UsernameIndex, &username_key)?
-        .is_some()
-    {
-        return Err(ApiError::conflict(format!(
-            "the username {username:?} is taken"
-        )));
-    }
-    if let Some(email) = &email
-        && write
-            .get::<String>(Table::EmailIndex, &email.to_ascii_lowercase())?
-            .is_some()
-    {
-        return Err(ApiError::conflict(format!("the email {email:?} is in use")));
-    }
-    let now = clock::now_rfc3339();
-    let user = UserRecord {
-        id: auth::random_id(),
-        username: username.to_string(),
-        email: email.clone(),
-        role,
-        password_hash,
-        created_at: now.clone(),
-        updated_at: now,
-        quota: Quota::default(),
-    };
-    write.put(Table::Users, &user.id, &user)?;
-    write.put(Table::UsernameIndex, &username_key, &user.id)?;
-    if let Some(email) = &email {
-        write.put(Table::EmailIndex, &email.to_ascii_lowercase(), &user.id)?;
-    }
-    Ok(user)
-}
-
 async fn list_users(app: Arc<App>, request: ApiRequest) -> ApiResult {
     let page = Page::from_request(&request)?;
     let username = request.field("username")?;
@@ -273,9 +188,9 @@ async fn create_user(app: Arc<App>, request: ApiRequest) -> ApiResult {
     } else {
         Role::Customer
     };
-    let user = app
-        .store
-        .write(|write| insert_user(write, &input.username, hash, input.email.clone(), role))?;
+    let user = app.store.write(|write| {
+        insert_user(write, &input.username, hash, input.email.clone(), role).map_err(ApiError::from)
+    })?;
     created(&json!({ "user": user_json(&user) }))
 }
 
@@ -378,24 +293,6 @@ async fn change_user(app: Arc<App>, request: ApiRequest) -> ApiResult {
         Ok::<_, ApiError>(current)
     })?;
     ok(&json!({ "user": user_json(&updated) }))
-}
-
-fn count_admins(write: &Write<'_>) -> Result<usize, StoreError> {
-    let users: Vec<(String, UserRecord)> = write.list(Table::Users)?;
-    Ok(users
-        .iter()
-        .filter(|(_, user)| user.role == Role::Admin)
-        .count())
-}
-
-fn remove_tickets_of(write: &mut Write<'_>, user: &str) -> Result<(), StoreError> {
-    let tickets: Vec<(String, TicketRecord)> = write.list(Table::Tickets)?;
-    for (hash, ticket) in tickets {
-        if ticket.user == user {
-            write.delete(Table::Tickets, &hash)?;
-        }
-    }
-    Ok(())
 }
 
 async fn delete_user(app: Arc<App>, request: ApiRequest) -> ApiResult {
@@ -609,31 +506,4 @@ async fn delete_key(app: Arc<App>, request: ApiRequest) -> ApiResult {
     }
     app.store.delete(Table::ApiKeys, id)?;
     no_content()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn usernames() {
-        for good in ["ab", "alice", "a.b-c_d", "x1"] {
-            assert!(validate_username(good).is_ok(), "{good}");
-        }
-        for bad in ["", "a", "-x", "a b", "a;b", "ä1", &"x".repeat(65)] {
-            assert!(validate_username(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn emails() {
-        for good in ["a@b.c", "first.last@example.org"] {
-            assert!(validate_email(good).is_ok(), "{good}");
-        }
-        for bad in [
-            "", "a", "a@b", "@b.c", "a@.c", "a b@c.d", "a@b@c.d", "a@b.c.",
-        ] {
-            assert!(validate_email(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -15,20 +15,15 @@ use protocol::{Operation, OperationOutput};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::agent_tasks::{agent_error, submit};
 use super::list::Page;
-use super::web_json::vhost_json;
 use super::{Access, ApiError, ApiRequest, ApiResult, RouteTable, ok};
 use crate::App;
-use crate::agentwork;
+use crate::agentwork::{self, AgentWorkError, results::vhost_json};
 use crate::auth::{parse_instance_id, require_instance};
 use crate::store::Table;
 use crate::store::records::{AcmeCertificateRecord, InstanceRecord};
-
-/// Task kinds of vhost changes.
-pub const VHOST_CREATE: &str = "vhost.create";
-pub const VHOST_CHANGE: &str = "vhost.change";
-pub const VHOST_DELETE: &str = "vhost.delete";
-pub const VHOST_EXTRA: &str = "vhost.extra";
+use crate::tasks::kinds::{VHOST_CHANGE, VHOST_CREATE, VHOST_DELETE, VHOST_EXTRA};
 
 pub fn routes(table: &mut RouteTable) {
     use Access::{Admin, Authenticated};
@@ -110,19 +105,16 @@ pub(crate) fn changeable(request: &ApiRequest, record: &InstanceRecord) -> Resul
     super::instances::check_changeable(request.principal()?, record)
 }
 
-/// The JSON body as an object without seed 000's credential fields (`userid`, `ticket`), which
-/// may ride along in any body; no body is an empty object.
+/// The JSON body as an object (the dispatcher has taken the credential fields out); no body is
+/// an empty object.
 pub(crate) fn body_object(
     request: &ApiRequest,
 ) -> Result<serde_json::Map<String, Value>, ApiError> {
-    let mut object = match request.json_body()? {
-        None => serde_json::Map::new(),
-        Some(Value::Object(object)) => object.clone(),
-        Some(_) => return Err(ApiError::bad_request("the body must be a JSON object")),
-    };
-    object.remove("userid");
-    object.remove("ticket");
-    Ok(object)
+    match request.json_body()? {
+        None => Ok(serde_json::Map::new()),
+        Some(Value::Object(object)) => Ok(object.clone()),
+        Some(_) => Err(ApiError::bad_request("the body must be a JSON object")),
+    }
 }
 
 /// A typed value from the body object; a wrong shape is a 400, as the API contract says.
@@ -157,7 +149,7 @@ pub(crate) fn invalid(errors: &ValidationError) -> ApiError {
 pub(crate) fn agent_failure(error: &protocol::ErrorData) -> ApiError {
     match ValidationError::from_error_data(error) {
         Some(fields) => invalid(&fields),
-        None => agentwork::agent_error(error),
+        None => agent_error(error),
     }
 }
 
@@ -167,12 +159,11 @@ pub(crate) async fn call(
     instance: u32,
     operation: Operation,
 ) -> Result<OperationOutput, ApiError> {
-    app.channel
-        .call(instance, operation, agentwork::CALL_DEADLINE)
+    agentwork::call(app, instance, operation)
         .await
         .map_err(|error| match error {
-            crate::channel::ChannelError::Operation(error) => agent_failure(&error),
-            other => super::agents::channel_error(other),
+            AgentWorkError::Agent(error) => agent_failure(&error),
+            other => ApiError::from(other),
         })
 }
 
@@ -226,7 +217,7 @@ async fn put(app: Arc<App>, request: ApiRequest, presence: Presence) -> ApiResul
         spec,
         presence,
     };
-    agentwork::submit(&app, &request, id, kind, operation).await
+    submit(&app, &request, id, kind, operation).await
 }
 
 async fn delete(app: Arc<App>, request: ApiRequest) -> ApiResult {
@@ -237,7 +228,7 @@ async fn delete(app: Arc<App>, request: ApiRequest) -> ApiResult {
         Table::AcmeCertificates,
         &AcmeCertificateRecord::key(id, vhost.as_str()),
     )?;
-    agentwork::submit(
+    submit(
         &app,
         &request,
         id,
@@ -260,7 +251,7 @@ async fn set_extra(app: Arc<App>, request: ApiRequest) -> ApiResult {
     if let Some(extra) = &input.extra {
         check_extra(extra).map_err(|errors| invalid(&errors))?;
     }
-    agentwork::submit(
+    submit(
         &app,
         &request,
         id,

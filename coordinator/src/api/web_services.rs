@@ -17,23 +17,18 @@ use protocol::{Operation, OperationOutput, Secret};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::agent_tasks::submit;
 use super::vhosts::{body_object, call, changeable, from_body, invalid, target};
-use super::web_json::{cache_json, certificate_json};
 use super::{Access, ApiError, ApiRequest, ApiResult, RouteTable, ok};
 use crate::App;
 use crate::acme::{AcmeInput, task::new_task};
-use crate::agentwork;
+use crate::agentwork::results::{cache_json, certificate_json};
 use crate::clock::rfc3339_unix;
 use crate::store::Table;
 use crate::store::records::AcmeCertificateRecord;
-
-/// Task kinds of certificate and cache changes (ACME issuance is [`crate::acme::SSL_ACME`]).
-pub const SSL_DEPLOY: &str = "ssl.deploy";
-pub const SSL_REMOVE: &str = "ssl.remove";
-pub const CACHE_ENABLE: &str = "cache.enable";
-pub const CACHE_CHANGE: &str = "cache.change";
-pub const CACHE_DISABLE: &str = "cache.disable";
-pub const CACHE_PURGE: &str = "cache.purge";
+use crate::tasks::kinds::{
+    CACHE_CHANGE, CACHE_DISABLE, CACHE_ENABLE, CACHE_PURGE, SSL_DEPLOY, SSL_REMOVE,
+};
 
 pub fn routes(table: &mut RouteTable) {
     use Access::Authenticated;
@@ -228,7 +223,7 @@ async fn ssl_deploy(app: Arc<App>, request: ApiRequest) -> ApiResult {
     }
     // An uploaded certificate replaces an ACME one: renewals would overwrite it.
     app.store.delete(Table::AcmeCertificates, &key)?;
-    agentwork::submit(
+    submit(
         &app,
         &request,
         id,
@@ -295,7 +290,7 @@ async fn ssl_remove(app: Arc<App>, request: ApiRequest) -> ApiResult {
     changeable(&request, &record)?;
     app.store
         .delete(Table::AcmeCertificates, &acme_key(id, &vhost))?;
-    agentwork::submit(
+    submit(
         &app,
         &request,
         id,
@@ -415,7 +410,7 @@ async fn cache_set(app: Arc<App>, request: ApiRequest, presence: Presence) -> Ap
         Presence::New => CACHE_ENABLE,
         _ => CACHE_CHANGE,
     };
-    agentwork::submit(
+    submit(
         &app,
         &request,
         id,
@@ -432,7 +427,7 @@ async fn cache_set(app: Arc<App>, request: ApiRequest, presence: Presence) -> Ap
 async fn cache_disable(app: Arc<App>, request: ApiRequest) -> ApiResult {
     let (id, record, vhost) = target(&app, &request)?;
     changeable(&request, &record)?;
-    agentwork::submit(
+    submit(
         &app,
         &request,
         id,
@@ -458,7 +453,7 @@ async fn cache_purge(app: Arc<App>, request: ApiRequest) -> ApiResult {
         Some(paths) => PurgeRequest::Paths(paths),
     };
     purge.validate().map_err(|errors| invalid(&errors))?;
-    agentwork::submit(
+    submit(
         &app,
         &request,
         id,

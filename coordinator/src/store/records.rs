@@ -3,7 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Role;
+/// A user's role, stored in user and API key records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Customer,
+    Admin,
+}
 
 /// A user account (table `Users`, key: user id).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -118,6 +124,66 @@ pub struct AuditRecord {
     pub status: u16,
 }
 
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Queued,
+    Sent,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Expired,
+}
+
+impl TaskState {
+    /// Every state, in life order.
+    pub const ALL: [TaskState; 7] = [
+        TaskState::Queued,
+        TaskState::Sent,
+        TaskState::Running,
+        TaskState::Succeeded,
+        TaskState::Failed,
+        TaskState::Cancelled,
+        TaskState::Expired,
+    ];
+
+    /// The name used in JSON, query strings and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Sent => "sent",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+            TaskState::Expired => "expired",
+        }
+    }
+
+    /// Parses a state name.
+    pub fn parse(text: &str) -> Option<TaskState> {
+        TaskState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
+    }
+
+    /// True for the states a task never leaves.
+    pub fn is_ended(self) -> bool {
+        matches!(
+            self,
+            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled | TaskState::Expired
+        )
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
 /// What lists need of a task, kept in the task index tables (`TaskOrder`, `TaskOwnerIndex`,
 /// `TaskInstanceIndex`) so a page reads only the records it shows. Rewritten on every state
 /// change.
@@ -128,7 +194,7 @@ pub struct TaskSummary {
     #[serde(default)]
     pub instance: Option<u32>,
     pub kind: String,
-    pub state: crate::tasks::TaskState,
+    pub state: TaskState,
 }
 
 /// One log line of a task (table `TaskLogs`).

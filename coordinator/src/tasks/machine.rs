@@ -9,65 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-/// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskState {
-    Queued,
-    Sent,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-    Expired,
-}
-
-impl TaskState {
-    /// Every state, in life order.
-    pub const ALL: [TaskState; 7] = [
-        TaskState::Queued,
-        TaskState::Sent,
-        TaskState::Running,
-        TaskState::Succeeded,
-        TaskState::Failed,
-        TaskState::Cancelled,
-        TaskState::Expired,
-    ];
-
-    /// The name used in JSON, query strings and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskState::Queued => "queued",
-            TaskState::Sent => "sent",
-            TaskState::Running => "running",
-            TaskState::Succeeded => "succeeded",
-            TaskState::Failed => "failed",
-            TaskState::Cancelled => "cancelled",
-            TaskState::Expired => "expired",
-        }
-    }
-
-    /// Parses a state name.
-    pub fn parse(text: &str) -> Option<TaskState> {
-        TaskState::ALL
-            .into_iter()
-            .find(|state| state.as_str() == text)
-    }
-
-    /// True for the states a task never leaves.
-    pub fn is_ended(self) -> bool {
-        matches!(
-            self,
-            TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled | TaskState::Expired
-        )
-    }
-}
-
-impl std::fmt::Display for TaskState {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
+/// Stored in task records and their indexes, so it lives with the other stored types.
+pub use crate::store::records::TaskState;
 
 /// How far a task has come, as its executor reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,8 +4,10 @@
 //!
 //! [`machine`] is the pure state machine, [`persist`] keeps tasks and their indexes in the
 //! store, [`system`] drives them: it hands queued tasks to executors, enforces deadlines and
-//! cancellation, and after a restart resumes or ends every task that had not ended.
+//! cancellation, and after a restart resumes or ends every task that had not ended. [`kinds`]
+//! lists every task kind.
 
+pub mod kinds;
 pub mod machine;
 pub mod persist;
 pub mod system;

@@ -1,10 +1,66 @@
-//! The API's JSON shapes of what agents report about vhosts, certificates and caches: times as
-//! RFC 3339, sizes in bytes, the spec's fields at the top level of a vhost.
+//! What an agent reports, as the JSON a task's result keeps and the API answers with: times as
+//! RFC 3339, sizes in bytes, the spec's fields at the top level of a vhost. One definition, so
+//! a task's result and a direct read show the same shapes.
 
+use protocol::OperationOutput;
 use protocol::web::{CacheSettings, CacheStatus, CertificateStatus, VhostInfo};
 use serde_json::{Value, json};
 
 use crate::clock::rfc3339_unix;
+
+/// The task result of an operation's output, in the API's JSON shapes.
+pub fn output_json(output: &OperationOutput) -> Value {
+    match output {
+        OperationOutput::Pong { payload } => json!({ "payload": hex::encode(payload) }),
+        OperationOutput::Packages(packages) => json!({ "packages": packages_json(packages) }),
+        OperationOutput::Databases(databases) => {
+            json!({ "databases": databases.iter().map(database_json).collect::<Vec<_>>() })
+        }
+        OperationOutput::Done => json!({}),
+        OperationOutput::DumpFinished { bytes, sha256 } => {
+            json!({ "bytes": bytes, "sha256": hex::encode(sha256) })
+        }
+        OperationOutput::Vhosts(vhosts) => json!({
+            "vhosts": vhosts
+                .iter()
+                .map(|vhost| vhost_json(vhost, false))
+                .collect::<Vec<_>>()
+        }),
+        OperationOutput::Vhost(vhost) => json!({ "vhost": vhost_json(vhost, false) }),
+        OperationOutput::Certificate(status) => {
+            json!({ "certificate": certificate_json(status) })
+        }
+        OperationOutput::CertificateSigningRequest { csr_der } => {
+            json!({ "csr_bytes": csr_der.len() })
+        }
+        OperationOutput::Cache(status) => json!({ "cache": cache_json(status) }),
+        OperationOutput::CachePurged(report) => json!({ "removed_files": report.removed_files }),
+    }
+}
+
+/// Packages in the API's shape.
+pub fn packages_json(packages: &[protocol::PackageInfo]) -> Vec<Value> {
+    packages
+        .iter()
+        .map(|package| {
+            json!({
+                "name": package.name,
+                "version": package.version,
+                "architecture": package.architecture,
+            })
+        })
+        .collect()
+}
+
+/// A database in the API's shape.
+pub fn database_json(database: &protocol::DatabaseInfo) -> Value {
+    json!({
+        "name": database.name,
+        "engine": database.engine,
+        "size": database.size_bytes,
+        "owner": database.owner,
+    })
+}
 
 /// A vhost. The administrator's block itself is shown only when `show_extra` (administrators);
 /// everyone sees whether there is one.
