@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::TestServer;
-use coordinator::proxmox::lifecycle::Deadlines;
+use coordinator::proxmox::registry::Deadlines;
 use coordinator::proxmox::{ClientSettings, RetryPolicy};
 use pvesim::{SimConfig, Simulator, TaskEffect, TaskFault};
 use serde_json::{Value, json};
