@@ -454,6 +454,58 @@ async fn concurrent_creates_never_collide() {
 }
 
 #[tokio::test]
+async fn parallel_creates_stay_within_the_quota() {
+    let (server, sim) = setup(1).await;
+    let (alice, key) = server.customer("alice").await;
+    let quota = server
+        .admin(
+            "PUT",
+            &format!("/api/v1/user/{alice}/quota"),
+            Some(json!({"max_instances": 3})),
+        )
+        .await;
+    assert_eq!(quota.status, 200, "{:?}", quota.body);
+    let creates = (0..10).map(|index| {
+        let server = &server;
+        let key = key.clone();
+        async move {
+            server
+                .call(
+                    "POST",
+                    "/api/v1/instance?wait=30",
+                    Some(&key),
+                    Some(create_body(&format!("q{index}"))),
+                )
+                .await
+        }
+    });
+    let answers = futures_util::future::join_all(creates).await;
+    let mut accepted = 0;
+    for answer in &answers {
+        match answer.status {
+            200 => {
+                assert_eq!(
+                    answer.body["task"]["state"], "succeeded",
+                    "{:?}",
+                    answer.body
+                );
+                accepted += 1;
+            }
+            409 => assert_eq!(
+                answer.body["error"]["code"], "quota_exceeded",
+                "{:?}",
+                answer.body
+            ),
+            status => panic!("{status}: {:?}", answer.body),
+        }
+    }
+    assert_eq!(accepted, 3);
+    assert_eq!(record_ids(&server).await.len(), 3);
+    assert_eq!(sim_ids(&sim).len(), 3);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn failed_and_hanging_creates_leave_nothing_behind() {
     let (server, sim) = setup(1).await;
     let admin = server.admin_key.clone();

@@ -90,6 +90,7 @@ impl From<ReserveError> for InstanceError {
         match error {
             ReserveError::Taken(id) => InstanceError::Taken(id),
             ReserveError::Exhausted(tries) => InstanceError::NoVmid(tries),
+            ReserveError::Quota { user, exceeded } => InstanceError::Quota { user, exceeded },
             ReserveError::Proxmox(error) => InstanceError::Proxmox(error),
             ReserveError::Store(error) => InstanceError::Store(error),
         }

@@ -343,7 +343,7 @@ async fn move_reservation(
         ));
     };
     InstanceState::Creating.set(&mut record);
-    let next = match reserve_vmid(app, client, node, None, true, &mut record).await {
+    let next = match reserve_vmid(app, client, node, None, true, &mut record, None).await {
         Ok(next) => next,
         Err(ReserveError::Proxmox(error)) => return Err(failure_of(&error)),
         Err(error) => return Err(TaskFailure::new("no_vmid", error.to_string())),

@@ -73,7 +73,17 @@ pub async fn reserve_create(
         updated_at: now,
     };
     let checked = !client.last_call_reached();
-    let vmid = reserve_vmid(app, &client, &node, wanted, checked, &mut record).await?;
+    // Checked again where it holds: in the transaction that writes the reservation.
+    let vmid = reserve_vmid(
+        app,
+        &client,
+        &node,
+        wanted,
+        checked,
+        &mut record,
+        Some(&demand),
+    )
+    .await?;
     if let Some(password) = create.password.clone() {
         app.proxmox.set_password(vmid, password);
     }

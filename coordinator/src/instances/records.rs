@@ -4,10 +4,11 @@
 use std::collections::BTreeMap;
 
 use super::error::InstanceError;
+use super::quota::{self, Demand, QuotaExceeded};
 use super::state::InstanceState;
 use crate::App;
 use crate::proxmox::{Client, ErrorClass, ProxmoxError};
-use crate::store::records::InstanceRecord;
+use crate::store::records::{InstanceRecord, UserRecord};
 use crate::store::{StoreError, Table, Write};
 
 /// The instance record of `id`.
@@ -89,8 +90,39 @@ pub fn release_reservation(app: &App, vmid: u32) -> Result<(), StoreError> {
     })
 }
 
-/// Writes `record` under its id unless that id is taken; true when written.
-pub fn insert_instance(app: &App, record: &InstanceRecord) -> Result<bool, StoreError> {
+/// Refuses, inside the transaction `write`, a reservation that would take the owner of
+/// `record` over their quota with `demand`: the usage and the limits are read in the same
+/// transaction that writes the reservation, so parallel creates cannot all pass.
+fn check_quota_in(
+    write: &Write<'_>,
+    record: &InstanceRecord,
+    demand: Option<&Demand>,
+) -> Result<(), ReserveError> {
+    let Some(demand) = demand else {
+        return Ok(());
+    };
+    let Some(owner) = write.get::<UserRecord>(Table::Users, &record.user)? else {
+        return Ok(());
+    };
+    let records: Vec<(String, InstanceRecord)> = write.list(Table::Instances)?;
+    let usage = quota::Usage::of(
+        records.iter().map(|(_, record)| record),
+        &owner.id,
+        demand.resizes,
+    );
+    quota::check(&usage, demand, &owner.quota).map_err(|exceeded| ReserveError::Quota {
+        user: owner.username.clone(),
+        exceeded,
+    })
+}
+
+/// Writes `record` under its id unless that id is taken (or `demand` exceeds the owner's
+/// quota); true when written.
+fn insert_instance(
+    app: &App,
+    record: &InstanceRecord,
+    demand: Option<&Demand>,
+) -> Result<bool, ReserveError> {
     app.store.write_grouped(|write| {
         let key = InstanceRecord::key(record.id);
         if write
@@ -99,6 +131,7 @@ pub fn insert_instance(app: &App, record: &InstanceRecord) -> Result<bool, Store
         {
             return Ok(false);
         }
+        check_quota_in(write, record, demand)?;
         write.put(Table::Instances, &key, record)?;
         Ok(true)
     })
@@ -134,6 +167,12 @@ pub enum ReserveError {
     Taken(u32),
     #[error("no free VMID found after {0} tries")]
     Exhausted(u32),
+    /// The owner's quota would be exceeded by the reserved instance.
+    #[error("the quota of user {user} would be exceeded: {}", .exceeded.exceeded.join(", "))]
+    Quota {
+        user: String,
+        exceeded: QuotaExceeded,
+    },
     #[error(transparent)]
     Proxmox(#[from] ProxmoxError),
     #[error(transparent)]
@@ -148,6 +187,10 @@ pub enum ReserveError {
 /// insert-if-absent is what keeps two concurrent creates apart, and an id taken in Proxmox
 /// meanwhile (outside the coordinator, or a stale start) is refused by the create call itself:
 /// the create task then moves the reservation on.
+///
+/// With `demand`, the owner's quota is checked in the transaction that writes the
+/// reservation ([`ReserveError::Quota`]); a reservation that moves an existing one passes
+/// `None`.
 pub async fn reserve_vmid(
     app: &App,
     client: &Client,
@@ -155,6 +198,7 @@ pub async fn reserve_vmid(
     wanted: Option<u32>,
     fresh: bool,
     record: &mut InstanceRecord,
+    demand: Option<&Demand>,
 ) -> Result<u32, ReserveError> {
     if let Some(id) = wanted {
         if instance(app, id)?.is_some() {
@@ -168,7 +212,7 @@ pub async fn reserve_vmid(
             Err(error) => return Err(error.into()),
         }
         record.id = id;
-        return if insert_instance(app, record)? {
+        return if insert_instance(app, record, demand)? {
             Ok(id)
         } else {
             Err(ReserveError::Taken(id))
@@ -176,14 +220,15 @@ pub async fn reserve_vmid(
     }
     let mut start = app.proxmox.vmid_hint(node, client, fresh).await?;
     if !fresh {
-        return insert_at_first_free(app, record, start)?.ok_or(ReserveError::Exhausted(SEARCH));
+        return insert_at_first_free(app, record, start, demand)?
+            .ok_or(ReserveError::Exhausted(SEARCH));
     }
     // After a refusal each candidate is also checked with Proxmox, so that a range of ids
     // taken outside the coordinator is crossed here rather than by refused creates.
     const CHECKS: u32 = 32;
     for _ in 0..CHECKS {
-        let candidate =
-            insert_at_first_free(app, record, start)?.ok_or(ReserveError::Exhausted(SEARCH))?;
+        let candidate = insert_at_first_free(app, record, start, demand)?
+            .ok_or(ReserveError::Exhausted(SEARCH))?;
         match client.next_id(Some(candidate)).await {
             Ok(_) => return Ok(candidate),
             Err(error) => {
@@ -207,10 +252,12 @@ fn insert_at_first_free(
     app: &App,
     record: &mut InstanceRecord,
     start: u32,
-) -> Result<Option<u32>, StoreError> {
+    demand: Option<&Demand>,
+) -> Result<Option<u32>, ReserveError> {
     // Buffered: the task written next makes the reservation durable, and a reservation lost
     // in a crash before it was never acted on.
     app.store.write_buffered(|write| {
+        check_quota_in(write, record, demand)?;
         for candidate in (start..=999_999_999).take(SEARCH as usize) {
             let key = InstanceRecord::key(candidate);
             if write
