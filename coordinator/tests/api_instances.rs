@@ -505,6 +505,52 @@ async fn parallel_creates_stay_within_the_quota() {
     sim.shutdown().await;
 }
 
+/// A create sent with an `Idempotency-Key` header.
+async fn create_once(
+    server: &TestServer,
+    key: &str,
+    path: &str,
+    idempotency: &str,
+) -> (u16, Value, bool) {
+    let response = server
+        .client
+        .post(format!("{}{path}", server.url))
+        .header("x-api-key", key)
+        .header("idempotency-key", idempotency)
+        .json(&create_body("retried"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let replayed = response.headers().contains_key("idempotent-replayed");
+    (
+        status,
+        response.json().await.unwrap_or(Value::Null),
+        replayed,
+    )
+}
+
+#[tokio::test]
+async fn a_retried_create_gets_its_first_task_back() {
+    let (server, sim) = setup(1).await;
+    let (_alice, key) = server.customer("alice").await;
+    for (path, idempotency) in [
+        ("/api/v1/instance?wait=30", "retry-any"),
+        ("/api/v1/instance/170?wait=30", "retry-170"),
+    ] {
+        let (status, first, replayed) = create_once(&server, &key, path, idempotency).await;
+        assert_eq!((status, replayed), (200, false), "{first}");
+        assert_eq!(first["task"]["state"], "succeeded", "{first}");
+        let (status, again, replayed) = create_once(&server, &key, path, idempotency).await;
+        assert_eq!((status, replayed), (200, true), "{path}: {again}");
+        assert_eq!(again["task"]["id"], first["task"]["id"], "{again}");
+    }
+    // Each key made one instance.
+    assert_eq!(record_ids(&server).await.len(), 2);
+    assert_eq!(sim_ids(&sim).len(), 2);
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn failed_and_hanging_creates_leave_nothing_behind() {
     let (server, sim) = setup(1).await;

@@ -131,6 +131,7 @@ pub fn instance_error(error: InstanceError) -> ApiError {
         ),
         InstanceError::NoNodeOnline => ApiError::unavailable("no_nodes", error.to_string()),
         InstanceError::Encode(error) => ApiError::internal(error),
+        InstanceError::Task(error) => error.into(),
         InstanceError::Proxmox(error) => error.into(),
         InstanceError::Store(error) => error.into(),
     }
@@ -355,6 +356,12 @@ async fn create_instance(app: Arc<App>, request: ApiRequest, wanted: Option<u32>
     let principal = request.principal()?.clone();
     let create = parse_create(input_object(&request)?)?;
     let owner = owner_of(&app, &principal, create.user.as_deref())?;
+    if let Some(key) = request.headers.get("idempotency-key")
+        && let Ok(key) = key.to_str()
+        && let Some(task) = operations::replay_create(&app, &principal.user_id, key, wanted)?
+    {
+        return respond_with_task(&app, &request, task).await;
+    }
     let reserved =
         operations::reserve_create(&app, &principal.user_id, &owner, create, wanted).await?;
     let answer = respond_with_task(&app, &request, reserved.task).await;

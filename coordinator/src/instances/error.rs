@@ -4,6 +4,7 @@
 use crate::proxmox::ProxmoxError;
 use crate::proxmox::registry::RegistryError;
 use crate::store::StoreError;
+use crate::tasks::TaskError;
 
 use super::quota::QuotaExceeded;
 use super::records::ReserveError;
@@ -54,6 +55,8 @@ pub enum InstanceError {
     /// A task input could not be encoded.
     #[error("cannot encode a task input: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Task(#[from] TaskError),
     #[error(transparent)]
     Proxmox(#[from] ProxmoxError),
     #[error(transparent)]

@@ -15,8 +15,9 @@ use super::request::{CreateRequest, parse_change};
 use super::state::InstanceState;
 use crate::App;
 use crate::store::Table;
-use crate::store::records::{InstanceRecord, UserRecord};
+use crate::store::records::{IdempotencyRecord, InstanceRecord, UserRecord};
 use crate::tasks::NewTask;
+use crate::tasks::persist::IDEMPOTENCY_WINDOW;
 
 /// A create whose VMID is reserved: submit `task`, and [`release`] the VMID when no task
 /// takes it (the submission failed, or it answered an earlier task).
@@ -113,6 +114,47 @@ pub async fn reserve_create(
         .input(serde_json::to_value(&input)?)
         .deadline(app.proxmox.deadlines().create);
     Ok(ReservedCreate { vmid, task })
+}
+
+/// The create task that `requester`'s `Idempotency-Key` first started (for `wanted`, when a
+/// VMID is named), as a task to submit again under the same key: the task system then answers
+/// with that first task. Looked up before anything is checked or reserved, so a client that
+/// retries after a timeout gets its first task back instead of a conflict with its own
+/// instance. `None` when the key is new, expired or was used for something else (the
+/// submission then decides as for any task).
+pub fn replay_create(
+    app: &App,
+    requester: &str,
+    key: &str,
+    wanted: Option<u32>,
+) -> Result<Option<NewTask>, InstanceError> {
+    // The key layout of table `TaskIdempotency`: `<owner user id>/<Idempotency-Key>`.
+    let index = format!("{requester}/{key}");
+    let Some(earlier) = app
+        .store
+        .get::<IdempotencyRecord>(Table::TaskIdempotency, &index)?
+    else {
+        return Ok(None);
+    };
+    if crate::tasks::system::now() - earlier.created_at >= IDEMPOTENCY_WINDOW {
+        return Ok(None);
+    }
+    let Some(first) = app.tasks.get(&earlier.task)? else {
+        return Ok(None);
+    };
+    let Some(instance) = first.instance else {
+        return Ok(None);
+    };
+    if first.kind != kinds::CREATE || wanted.is_some_and(|wanted| wanted != instance) {
+        return Ok(None);
+    }
+    // No input: should the key expire before the submission, the new task fails at once
+    // (`bad_task_input`) instead of acting on the first task's instance.
+    Ok(Some(
+        NewTask::new(kinds::CREATE, requester)
+            .instance(instance)
+            .idempotency_key(key),
+    ))
 }
 
 /// Gives up a reservation no task took: forgets its password and drops its record.
