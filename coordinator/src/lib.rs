@@ -1,5 +1,6 @@
-//! The Hostplane coordinator: the public REST API, the store, the task system, the Proxmox
-//! client and the agents' QUIC server. `main.rs` parses arguments and calls [`server::start`].
+//! The Hostplane coordinator: the public REST API, the instances, the store, the task system,
+//! the Proxmox client and the agents' QUIC server. `main.rs` parses arguments and calls
+//! [`server::start`].
 
 pub mod acme;
 pub mod admin_cli;
@@ -10,6 +11,7 @@ pub mod bootstrap;
 pub mod channel;
 pub mod clock;
 pub mod config;
+pub mod instances;
 pub mod metrics;
 pub mod proxmox;
 pub mod server;
@@ -95,7 +97,7 @@ impl App {
 
     /// Starts the background parts (QUIC listener, task driver); returns the QUIC address.
     pub async fn start_background(self: &Arc<Self>) -> Result<Option<SocketAddr>, ServeError> {
-        proxmox::lifecycle::register(self);
+        instances::register(self);
         agentwork::register(self);
         acme::start(self);
         if self.config.dev {

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::TestServer;
-use coordinator::proxmox::lifecycle::Deadlines;
+use coordinator::proxmox::registry::Deadlines;
 use coordinator::proxmox::{ClientSettings, RetryPolicy};
 use pvesim::{SimConfig, Simulator, TaskEffect, TaskFault};
 use serde_json::{Value, json};
@@ -450,6 +450,104 @@ async fn concurrent_creates_never_collide() {
     assert_eq!(ids.len(), 12);
     assert_eq!(record_ids(&server).await, ids);
     assert_eq!(sim_ids(&sim), ids);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn parallel_creates_stay_within_the_quota() {
+    let (server, sim) = setup(1).await;
+    let (alice, key) = server.customer("alice").await;
+    let quota = server
+        .admin(
+            "PUT",
+            &format!("/api/v1/user/{alice}/quota"),
+            Some(json!({"max_instances": 3})),
+        )
+        .await;
+    assert_eq!(quota.status, 200, "{:?}", quota.body);
+    let creates = (0..10).map(|index| {
+        let server = &server;
+        let key = key.clone();
+        async move {
+            server
+                .call(
+                    "POST",
+                    "/api/v1/instance?wait=30",
+                    Some(&key),
+                    Some(create_body(&format!("q{index}"))),
+                )
+                .await
+        }
+    });
+    let answers = futures_util::future::join_all(creates).await;
+    let mut accepted = 0;
+    for answer in &answers {
+        match answer.status {
+            200 => {
+                assert_eq!(
+                    answer.body["task"]["state"], "succeeded",
+                    "{:?}",
+                    answer.body
+                );
+                accepted += 1;
+            }
+            409 => assert_eq!(
+                answer.body["error"]["code"], "quota_exceeded",
+                "{:?}",
+                answer.body
+            ),
+            status => panic!("{status}: {:?}", answer.body),
+        }
+    }
+    assert_eq!(accepted, 3);
+    assert_eq!(record_ids(&server).await.len(), 3);
+    assert_eq!(sim_ids(&sim).len(), 3);
+    sim.shutdown().await;
+}
+
+/// A create sent with an `Idempotency-Key` header.
+async fn create_once(
+    server: &TestServer,
+    key: &str,
+    path: &str,
+    idempotency: &str,
+) -> (u16, Value, bool) {
+    let response = server
+        .client
+        .post(format!("{}{path}", server.url))
+        .header("x-api-key", key)
+        .header("idempotency-key", idempotency)
+        .json(&create_body("retried"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let replayed = response.headers().contains_key("idempotent-replayed");
+    (
+        status,
+        response.json().await.unwrap_or(Value::Null),
+        replayed,
+    )
+}
+
+#[tokio::test]
+async fn a_retried_create_gets_its_first_task_back() {
+    let (server, sim) = setup(1).await;
+    let (_alice, key) = server.customer("alice").await;
+    for (path, idempotency) in [
+        ("/api/v1/instance?wait=30", "retry-any"),
+        ("/api/v1/instance/170?wait=30", "retry-170"),
+    ] {
+        let (status, first, replayed) = create_once(&server, &key, path, idempotency).await;
+        assert_eq!((status, replayed), (200, false), "{first}");
+        assert_eq!(first["task"]["state"], "succeeded", "{first}");
+        let (status, again, replayed) = create_once(&server, &key, path, idempotency).await;
+        assert_eq!((status, replayed), (200, true), "{path}: {again}");
+        assert_eq!(again["task"]["id"], first["task"]["id"], "{again}");
+    }
+    // Each key made one instance.
+    assert_eq!(record_ids(&server).await.len(), 2);
+    assert_eq!(sim_ids(&sim).len(), 2);
     sim.shutdown().await;
 }
 

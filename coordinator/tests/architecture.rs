@@ -4,10 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-/// Files outside `api/` that may still name `crate::api` for now. The instance executors are
-/// being moved out of the Proxmox client into `instances/`; this list is emptied when that
-/// move is merged.
-const NOT_YET_MOVED: &[&str] = &["proxmox/lifecycle.rs", "instances/"];
+/// Files outside `api/` that may still name `crate::api`: none.
+const NOT_YET_MOVED: &[&str] = &[];
 
 /// The modules the store is below: it never names them.
 const ABOVE_THE_STORE: &[&str] = &[

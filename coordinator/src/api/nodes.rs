@@ -7,13 +7,14 @@ use std::sync::Arc;
 use http::Method;
 use serde_json::{Map, Value, json};
 
-use super::instances::{instances_per_node, registry_error};
+use super::instances::registry_error;
 use super::list::Page;
 use super::tasks::respond_with_task;
 use super::{Access, ApiError, ApiRequest, ApiResult, RouteTable, created, no_content, ok};
 use crate::App;
 use crate::auth::{parse_instance_id, require_instance};
-use crate::proxmox::lifecycle::{self, DownloadInput};
+use crate::instances::records::{instance, instances_per_node};
+use crate::instances::{DownloadInput, kinds};
 use crate::proxmox::registry::Registry;
 use crate::proxmox::{ErrorClass, tls};
 use crate::store::Table;
@@ -501,7 +502,7 @@ async fn download_template(app: Arc<App>, request: ApiRequest) -> ApiResult {
         storage,
         template: template.unwrap_or_default(),
     };
-    let task = NewTask::new(lifecycle::DOWNLOAD, principal.user_id.clone())
+    let task = NewTask::new(kinds::DOWNLOAD, principal.user_id.clone())
         .input(serde_json::to_value(&input).map_err(ApiError::internal)?)
         .deadline(app.proxmox.deadlines().download);
     respond_with_task(&app, &request, task).await
@@ -561,7 +562,7 @@ async fn next_id(app: Arc<App>, _request: ApiRequest) -> ApiResult {
     let mut candidate = client.next_id(None).await?;
     // Skip ids the coordinator has reserved for creates that Proxmox has not seen yet.
     for _ in 0..1000 {
-        if lifecycle::instance(&app, candidate)?.is_none() {
+        if instance(&app, candidate)?.is_none() {
             break;
         }
         candidate += 1;

@@ -1,14 +1,14 @@
-//! Per-user quotas: an admin sets the limits; the instance routes enforce them before Proxmox
-//! is called.
+//! Per-user quota routes: an admin sets the limits, a user reads them with the usage. The
+//! check itself is [`crate::instances::quota`].
 
 use std::sync::Arc;
 
 use http::Method;
 use serde_json::{Value, json};
 
-use super::instances::usage;
 use super::{Access, ApiError, ApiRequest, ApiResult, RouteTable, ok};
 use crate::App;
+use crate::instances::quota::usage;
 use crate::store::Table;
 use crate::store::records::{Quota, UserRecord};
 
@@ -32,11 +32,16 @@ pub fn routes(table: &mut RouteTable) {
 }
 
 fn quota_json(app: &App, user: &UserRecord) -> Result<Value, ApiError> {
-    let (instances, cores, memory, disk) = usage(app, &user.id, None)?;
+    let usage = usage(&app.store, &user.id, None)?;
     Ok(json!({
         "user": user.id,
         "quota": user.quota,
-        "usage": {"instances": instances, "cores": cores, "memory": memory, "disk": disk},
+        "usage": {
+            "instances": usage.instances,
+            "cores": usage.cores,
+            "memory": usage.memory,
+            "disk": usage.disk,
+        },
     }))
 }
 

@@ -4,7 +4,6 @@
 pub mod client;
 pub mod dev;
 pub mod error;
-pub mod lifecycle;
 pub mod property;
 pub mod registry;
 pub mod retry;

@@ -30,7 +30,7 @@ pub struct Registry {
     settings: RwLock<ClientSettings>,
     /// Root passwords of creates not yet sent to Proxmox, by VMID; memory only, never stored.
     passwords: std::sync::Mutex<HashMap<u32, String>>,
-    deadlines: RwLock<super::lifecycle::Deadlines>,
+    deadlines: RwLock<Deadlines>,
     /// The built-in simulator of development mode, kept alive while the coordinator runs.
     pub(crate) dev_simulator: tokio::sync::Mutex<Option<pvesim::Simulator>>,
     /// Per node: where the search for a free VMID starts (Proxmox's nextid as last read).
@@ -43,6 +43,28 @@ pub struct Registry {
 /// starting points: a VMID taken meanwhile is refused by the create call (the create moves to
 /// another id), and a template or storage not found in a kept inventory is looked up again.
 pub const LOOKUP_LIFETIME: Duration = Duration::from_secs(30);
+
+/// How long each kind of Proxmox-backed task may take before it expires.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Deadlines {
+    pub create: Duration,
+    pub power: Duration,
+    pub update: Duration,
+    pub destroy: Duration,
+    pub download: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            create: Duration::from_secs(15 * 60),
+            power: Duration::from_secs(5 * 60),
+            update: Duration::from_secs(5 * 60),
+            destroy: Duration::from_secs(10 * 60),
+            download: Duration::from_secs(30 * 60),
+        }
+    }
+}
 
 /// What a node offers to new containers.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,7 +127,7 @@ impl Registry {
             clients: RwLock::new(HashMap::new()),
             settings: RwLock::new(settings),
             passwords: std::sync::Mutex::new(HashMap::new()),
-            deadlines: RwLock::new(super::lifecycle::Deadlines::default()),
+            deadlines: RwLock::new(Deadlines::default()),
             dev_simulator: tokio::sync::Mutex::new(None),
             vmid_hints: Mutex::new(HashMap::new()),
             inventories: Mutex::new(HashMap::new()),
@@ -186,7 +208,7 @@ impl Registry {
     }
 
     /// How long each kind of lifecycle task may take.
-    pub fn deadlines(&self) -> super::lifecycle::Deadlines {
+    pub fn deadlines(&self) -> Deadlines {
         *self
             .deadlines
             .read()
@@ -194,7 +216,7 @@ impl Registry {
     }
 
     /// Changes the lifecycle deadlines (tests shorten them).
-    pub fn set_deadlines(&self, deadlines: super::lifecycle::Deadlines) {
+    pub fn set_deadlines(&self, deadlines: Deadlines) {
         *self
             .deadlines
             .write()

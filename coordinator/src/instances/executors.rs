@@ -1,5 +1,5 @@
 //! The task executors of the instance lifecycle (create, power actions, changes, destroy) and of
-//! template downloads, and the VMID reservation they share with the routes.
+//! template downloads, registered in one loop over [`EXECUTORS`].
 //!
 //! Invariant: an instance record exists (state `creating`) before Proxmox is asked to create
 //! the container, and after every outcome the record matches Proxmox: a create that certainly
@@ -9,47 +9,26 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::client::{Client, CreateContainer, PowerAction, PowerOutcome};
-use super::error::{ErrorClass, ProxmoxError};
-use super::registry::RegistryError;
-use super::types::TaskStatus;
-use super::upid::Upid;
+use super::kinds;
+use super::records::{
+    ReserveError, instance, remove_instance, remove_instance_buffered, reserve_vmid, set_state,
+    update_instance, update_instance_buffered,
+};
+use super::state::InstanceState;
 use crate::App;
+use crate::proxmox::client::{Client, CreateContainer, PowerAction, PowerOutcome};
+use crate::proxmox::error::{ErrorClass, ProxmoxError};
+use crate::proxmox::property;
+use crate::proxmox::registry::RegistryError;
+use crate::proxmox::types::TaskStatus;
+use crate::proxmox::upid::Upid;
+use crate::store::StoreError;
 use crate::store::records::InstanceRecord;
-use crate::store::{StoreError, Table};
 use crate::tasks::{Executor, Phase, RestartPolicy, TaskContext, TaskFailure};
-
-/// Task kinds.
-pub const CREATE: &str = "instance.create";
-pub const POWER: &str = "instance.power";
-pub const UPDATE: &str = "instance.update";
-pub const DESTROY: &str = "instance.delete";
-pub const DOWNLOAD: &str = "template.download";
-
-/// How long each kind of task may take before it expires.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Deadlines {
-    pub create: Duration,
-    pub power: Duration,
-    pub update: Duration,
-    pub destroy: Duration,
-    pub download: Duration,
-}
-
-impl Default for Deadlines {
-    fn default() -> Self {
-        Deadlines {
-            create: Duration::from_secs(15 * 60),
-            power: Duration::from_secs(5 * 60),
-            update: Duration::from_secs(5 * 60),
-            destroy: Duration::from_secs(10 * 60),
-            download: Duration::from_secs(30 * 60),
-        }
-    }
-}
 
 /// The input of an `instance.create` task (the root password is kept in memory only).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -121,175 +100,6 @@ fn log(context: &TaskContext, line: impl AsRef<str>) {
     }
 }
 
-/// The instance record of `id`.
-pub fn instance(app: &App, id: u32) -> Result<Option<InstanceRecord>, StoreError> {
-    app.store.get(Table::Instances, &InstanceRecord::key(id))
-}
-
-/// Changes the record of `id` in one transaction; `None` when it does not exist.
-pub fn update_instance(
-    app: &App,
-    id: u32,
-    change: impl FnOnce(&mut InstanceRecord),
-) -> Result<Option<InstanceRecord>, StoreError> {
-    app.store
-        .write_grouped(|write| change_record(write, id, change))
-}
-
-/// Like [`update_instance`], but durable only with the next durable commit: for a change that
-/// a durable task state change follows at once, and that the task redoes when a crash loses it.
-pub fn update_instance_buffered(
-    app: &App,
-    id: u32,
-    change: impl FnOnce(&mut InstanceRecord),
-) -> Result<Option<InstanceRecord>, StoreError> {
-    app.store
-        .write_buffered(|write| change_record(write, id, change))
-}
-
-fn change_record(
-    write: &mut crate::store::Write<'_>,
-    id: u32,
-    change: impl FnOnce(&mut InstanceRecord),
-) -> Result<Option<InstanceRecord>, StoreError> {
-    let key = InstanceRecord::key(id);
-    let Some(mut record) = write.get::<InstanceRecord>(Table::Instances, &key)? else {
-        return Ok(None);
-    };
-    change(&mut record);
-    record.updated_at = crate::clock::now_rfc3339();
-    write.put(Table::Instances, &key, &record)?;
-    Ok(Some(record))
-}
-
-fn remove_instance(app: &App, id: u32) -> Result<(), StoreError> {
-    app.store
-        .write_grouped(|write| write.delete(Table::Instances, &InstanceRecord::key(id)))
-        .map(drop)
-}
-
-/// Removes the record of `id` without a flush of its own (the task's end, written next, makes
-/// it durable; a crash before that leaves the task to run again and remove it again).
-fn remove_instance_buffered(app: &App, id: u32) -> Result<(), StoreError> {
-    app.store
-        .write_buffered(|write| write.delete(Table::Instances, &InstanceRecord::key(id)))
-        .map(drop)
-}
-
-/// Writes `record` under its id unless that id is taken; true when written.
-pub fn insert_instance(app: &App, record: &InstanceRecord) -> Result<bool, StoreError> {
-    app.store.write_grouped(|write| {
-        let key = InstanceRecord::key(record.id);
-        if write
-            .get::<InstanceRecord>(Table::Instances, &key)?
-            .is_some()
-        {
-            return Ok(false);
-        }
-        write.put(Table::Instances, &key, record)?;
-        Ok(true)
-    })
-}
-
-/// Why a VMID could not be reserved.
-#[derive(Debug, thiserror::Error)]
-pub enum ReserveError {
-    #[error("VMID {0} is already taken")]
-    Taken(u32),
-    #[error("no free VMID found after {0} tries")]
-    Exhausted(u32),
-    #[error(transparent)]
-    Proxmox(#[from] ProxmoxError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Reserves a VMID by writing `record` (state `creating`) under it. With `wanted`, exactly
-/// that id or [`ReserveError::Taken`] (taken in the store or, as nextid tells, in Proxmox).
-/// Without, the first id free in the store from where `node`'s search starts (Proxmox's
-/// nextid, kept for a while, see [`super::registry::Registry::vmid_hint`]); `fresh` reads nextid
-/// again first. Proxmox's nextid reserves nothing, so the store's insert-if-absent is what
-/// keeps two concurrent creates apart, and an id taken in Proxmox meanwhile (outside the
-/// coordinator, or a stale start) is refused by the create call itself: the create task then
-/// moves the reservation on.
-pub async fn reserve_vmid(
-    app: &App,
-    client: &Client,
-    node: &str,
-    wanted: Option<u32>,
-    fresh: bool,
-    record: &mut InstanceRecord,
-) -> Result<u32, ReserveError> {
-    if let Some(id) = wanted {
-        if instance(app, id)?.is_some() {
-            return Err(ReserveError::Taken(id));
-        }
-        match client.next_id(Some(id)).await {
-            Ok(_) => {}
-            Err(error) if error.class() == ErrorClass::AlreadyExists => {
-                return Err(ReserveError::Taken(id));
-            }
-            Err(error) => return Err(error.into()),
-        }
-        record.id = id;
-        return if insert_instance(app, record)? {
-            Ok(id)
-        } else {
-            Err(ReserveError::Taken(id))
-        };
-    }
-    let mut start = app.proxmox.vmid_hint(node, client, fresh).await?;
-    if !fresh {
-        return insert_at_first_free(app, record, start)?.ok_or(ReserveError::Exhausted(SEARCH));
-    }
-    // After a refusal each candidate is also checked with Proxmox, so that a range of ids
-    // taken outside the coordinator is crossed here rather than by refused creates.
-    const CHECKS: u32 = 32;
-    for _ in 0..CHECKS {
-        let candidate =
-            insert_at_first_free(app, record, start)?.ok_or(ReserveError::Exhausted(SEARCH))?;
-        match client.next_id(Some(candidate)).await {
-            Ok(_) => return Ok(candidate),
-            Err(error) => {
-                remove_instance(app, candidate)?;
-                if error.class() != ErrorClass::AlreadyExists {
-                    return Err(error.into());
-                }
-                app.proxmox.vmid_taken(node, candidate);
-                start = candidate.saturating_add(1);
-            }
-        }
-    }
-    Err(ReserveError::Exhausted(CHECKS))
-}
-
-/// How many ids the search for a free VMID looks at.
-const SEARCH: u32 = 100_000;
-
-/// Writes `record` under the first id from `start` on that no record has, in one transaction.
-fn insert_at_first_free(
-    app: &App,
-    record: &mut InstanceRecord,
-    start: u32,
-) -> Result<Option<u32>, StoreError> {
-    // Buffered: the task written next makes the reservation durable, and a reservation lost
-    // in a crash before it was never acted on.
-    app.store.write_buffered(|write| {
-        for candidate in (start..=999_999_999).take(SEARCH as usize) {
-            let key = InstanceRecord::key(candidate);
-            if write
-                .get::<InstanceRecord>(Table::Instances, &key)?
-                .is_none()
-            {
-                record.id = candidate;
-                write.put(Table::Instances, &key, record)?;
-                return Ok(Some(candidate));
-            }
-        }
-        Ok(None)
-    })
-}
-
 /// How long a task may still wait for Proxmox: until shortly before its own deadline.
 fn remaining(context: &TaskContext) -> Duration {
     match context.deadline {
@@ -318,23 +128,24 @@ async fn wait_for(
     }
 }
 
+/// The work of one task kind.
+type Run = fn(Arc<App>, TaskContext) -> BoxFuture<'static, Result<Value, TaskFailure>>;
+
 /// A lifecycle executor: it moves its task to `running` before it calls Proxmox (and calls
-/// nothing when that write fails), and resumes after a restart when `resume` is set.
-struct Lifecycle<F> {
-    run: F,
+/// nothing when that write fails), and resumes after a restart when `resume` is set. It holds
+/// the application weakly.
+struct Lifecycle {
+    app: Weak<App>,
+    run: Run,
     resume: bool,
 }
 
-impl<F, Work> Executor for Lifecycle<F>
-where
-    F: Fn(TaskContext) -> Work + Send + Sync + 'static,
-    Work: std::future::Future<Output = Result<Value, TaskFailure>> + Send + 'static,
-{
-    fn run(
-        &self,
-        context: TaskContext,
-    ) -> futures_util::future::BoxFuture<'static, Result<Value, TaskFailure>> {
-        Box::pin((self.run)(context))
+impl Executor for Lifecycle {
+    fn run(&self, context: TaskContext) -> BoxFuture<'static, Result<Value, TaskFailure>> {
+        match app_of(&self.app) {
+            Ok(app) => (self.run)(app, context),
+            Err(failure) => Box::pin(std::future::ready(Err(failure))),
+        }
     }
 
     fn on_restart(&self) -> RestartPolicy {
@@ -350,64 +161,48 @@ where
     }
 }
 
-/// Registers every executor of this module. Executors hold the application weakly.
+/// Every task kind of this module: its work, and whether it resumes after a restart (a
+/// template download does not: it is started again by whoever wants the template).
+const EXECUTORS: [(&str, Run, bool); 5] = [
+    (
+        kinds::CREATE,
+        |app, context| Box::pin(create(app, context)),
+        true,
+    ),
+    (
+        kinds::POWER,
+        |app, context| Box::pin(power(app, context)),
+        true,
+    ),
+    (
+        kinds::UPDATE,
+        |app, context| Box::pin(update(app, context)),
+        true,
+    ),
+    (
+        kinds::DESTROY,
+        |app, context| Box::pin(destroy(app, context)),
+        true,
+    ),
+    (
+        kinds::DOWNLOAD,
+        |app, context| Box::pin(download(app, context)),
+        false,
+    ),
+];
+
+/// Registers every executor of this module.
 pub fn register(app: &Arc<App>) {
-    let weak = Arc::downgrade(app);
-    let create_app = weak.clone();
-    app.tasks.register(
-        CREATE,
-        Lifecycle {
-            run: move |context: TaskContext| {
-                let app = create_app.clone();
-                async move { create(app_of(&app)?, context).await }
+    for (kind, run, resume) in EXECUTORS {
+        app.tasks.register(
+            kind,
+            Lifecycle {
+                app: Arc::downgrade(app),
+                run,
+                resume,
             },
-            resume: true,
-        },
-    );
-    let power_app = weak.clone();
-    app.tasks.register(
-        POWER,
-        Lifecycle {
-            run: move |context: TaskContext| {
-                let app = power_app.clone();
-                async move { power(app_of(&app)?, context).await }
-            },
-            resume: true,
-        },
-    );
-    let update_app = weak.clone();
-    app.tasks.register(
-        UPDATE,
-        Lifecycle {
-            run: move |context: TaskContext| {
-                let app = update_app.clone();
-                async move { update(app_of(&app)?, context).await }
-            },
-            resume: true,
-        },
-    );
-    let destroy_app = weak.clone();
-    app.tasks.register(
-        DESTROY,
-        Lifecycle {
-            run: move |context: TaskContext| {
-                let app = destroy_app.clone();
-                async move { destroy(app_of(&app)?, context).await }
-            },
-            resume: true,
-        },
-    );
-    let download_app = weak;
-    app.tasks.register(
-        DOWNLOAD,
-        Lifecycle {
-            run: move |context: TaskContext| {
-                let app = download_app.clone();
-                async move { download(app_of(&app)?, context).await }
-            },
-            resume: false,
-        },
-    );
+        );
+    }
 }
 
 /// Moves the task to `running`; the executor stops when that cannot be written (the task was
@@ -512,9 +307,7 @@ async fn create(app: Arc<App>, context: TaskContext) -> Result<Value, TaskFailur
                     }
                     Err(error) => {
                         if error.outcome_unknown() {
-                            let _ = update_instance(&app, vmid, |record| {
-                                record.state = "failed".into()
-                            });
+                            let _ = set_state(&app, vmid, InstanceState::Failed);
                         } else {
                             let _ = remove_instance(&app, vmid);
                         }
@@ -549,8 +342,8 @@ async fn move_reservation(
             format!("the record of instance {from} no longer exists"),
         ));
     };
-    record.state = "creating".into();
-    let next = match reserve_vmid(app, client, node, None, true, &mut record).await {
+    InstanceState::Creating.set(&mut record);
+    let next = match reserve_vmid(app, client, node, None, true, &mut record, None).await {
         Ok(next) => next,
         Err(ReserveError::Proxmox(error)) => return Err(failure_of(&error)),
         Err(error) => return Err(TaskFailure::new("no_vmid", error.to_string())),
@@ -573,7 +366,7 @@ async fn finish_create(
     // The task's end, written next, makes this durable; a crash before it resumes the task,
     // which finds the container and marks the record again.
     let record = update_instance_buffered(app, vmid, |record| {
-        record.state = "ready".into();
+        InstanceState::Ready.set(record);
         record.node = node.to_string();
     })
     .map_err(store_failure)?;
@@ -631,7 +424,7 @@ async fn settle_failed_create(
     if gone {
         let _ = remove_instance(app, vmid);
     } else {
-        let _ = update_instance(app, vmid, |record| record.state = "failed".into());
+        let _ = set_state(app, vmid, InstanceState::Failed);
     }
 }
 
@@ -769,7 +562,7 @@ async fn update(app: Arc<App>, context: TaskContext) -> Result<Value, TaskFailur
                 config
                     .get("rootfs")
                     .and_then(Value::as_str)
-                    .and_then(super::property::rootfs_size_gib)
+                    .and_then(property::rootfs_size_gib)
             });
         if current.is_none_or(|current| disk > current) {
             if let Some(upid) = client
@@ -821,7 +614,7 @@ async fn destroy(app: Arc<App>, context: TaskContext) -> Result<Value, TaskFailu
         .map_err(registry_failure)?;
     start_running(&context)?;
     let restore = |app: &App| {
-        let _ = update_instance(app, record.id, |record| record.state = "ready".into());
+        let _ = set_state(app, record.id, InstanceState::Ready);
     };
     // The destroy is sent straight away: Proxmox refuses it for a running container without
     // changing anything, and only then is the container stopped and the destroy sent again.
