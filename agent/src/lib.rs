@@ -26,17 +26,11 @@ pub use enroll::{EnrollError, EnrollOptions, Enrolled, enroll};
 pub use handler::{DataChannel, Handler, Handlers, TaskContext, TaskEvent};
 pub use ping::PingHandler;
 pub use run::{AgentHandle, AgentState, ConnectionPhase, RunOptions, run, spawn};
-
-/// The former name of [`ConnectionPhase`], kept until the shared test support names the new one.
-pub type Phase = ConnectionPhase;
 pub use standby::{Standby, StandbyOptions, until_enrolled};
 pub use state::{StateDir, StateError};
 pub use tasks::{DiskFinishedTasks, FinishedTasks, MemoryFinishedTasks};
 pub use tls::Transport;
 pub use web_handler::WebHandler;
-
-/// The frame shell, for tests and tools that speak the protocol as an agent does.
-pub use shell::wire;
 
 /// The default state directory (certificate, key, CA, finished-task store).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/hostplane-agent";

@@ -6,14 +6,15 @@
 //! It holds dpkg's lock and installs a package on this machine, so it runs in the `dpkg` group
 //! of `.config/nextest.toml`, one at a time with the other tests that do.
 
-use std::fs::{File, OpenOptions};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::coordinator_crate as coordinator;
 
 use coordinator::config::Config;
 use coordinator::store::Table;
 use coordinator::store::records::InstanceRecord;
-use nix::fcntl::{FcntlArg, fcntl};
+use testkit::coordinator::{wait_connected, wait_task_state};
+use testkit::dpkg;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_hostplane-agent");
 const PACKAGE: &str = "sl";
@@ -26,85 +27,6 @@ impl Drop for Guard {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn root_and_apt() -> bool {
-    let reason = if !nix::unistd::Uid::effective().is_root() {
-        Some("this test needs root".to_string())
-    } else {
-        let output = Command::new("apt-cache").args(["policy", PACKAGE]).output();
-        match output {
-            Ok(output)
-                if String::from_utf8_lossy(&output.stdout).contains("Candidate: ")
-                    && !String::from_utf8_lossy(&output.stdout).contains("Candidate: (none)") =>
-            {
-                None
-            }
-            _ => Some(format!(
-                "apt has no candidate for {PACKAGE}; run `apt-get update`"
-            )),
-        }
-    };
-    match reason {
-        None => true,
-        Some(reason) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("cannot run: {reason}");
-            }
-            eprintln!("SKIPPED, and this would fail under CI=true: {reason}");
-            false
-        }
-    }
-}
-
-fn installed() -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", PACKAGE])
-        .output()
-        .map(|output| String::from_utf8_lossy(&output.stdout).contains("install ok installed"))
-        .unwrap_or(false)
-}
-
-fn installs_logged() -> usize {
-    std::fs::read_to_string("/var/log/dpkg.log")
-        .unwrap_or_default()
-        .lines()
-        .filter(|line| line.contains(" install ") && line.contains(&format!(" {PACKAGE}:")))
-        .count()
-}
-
-fn remove_package() {
-    if installed() {
-        let status = Command::new("apt-get")
-            .args(["remove", "-y", "-qq", PACKAGE])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-fn hold_dpkg_lock() -> File {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open("/var/lib/dpkg/lock-frontend")
-        .unwrap();
-    let lock = libc::flock {
-        l_type: libc::F_WRLCK as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: 0,
-        l_len: 0,
-        l_pid: 0,
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while fcntl(&file, FcntlArg::F_SETLK(&lock)).is_err() {
-        assert!(Instant::now() < deadline, "dpkg's lock stayed busy");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    file
 }
 
 fn run_agent(state: &std::path::Path) -> Guard {
@@ -121,38 +43,12 @@ fn run_agent(state: &std::path::Path) -> Guard {
     )
 }
 
-async fn wait_connected(channel: &coordinator::channel::Channel) {
-    let started = Instant::now();
-    while !channel.is_connected(INSTANCE) {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the agent process did not connect"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn wait_state(app: &coordinator::App, id: &str, states: &[&str]) -> coordinator::tasks::Task {
-    let started = Instant::now();
-    loop {
-        let task = app.tasks.get(id).unwrap().unwrap();
-        if states.contains(&task.state.as_str()) {
-            return task;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "task {id} did not reach {states:?}: {task:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_killed_mid_task_answers_interrupted_and_does_not_start_it_again() {
-    if !root_and_apt() {
+    if !dpkg::root_and_apt(PACKAGE) {
         return;
     }
-    remove_package();
+    dpkg::remove(PACKAGE);
     let dir = tempfile::tempdir().unwrap();
     let running = coordinator::server::start(Config::for_tests(dir.path().join("data")))
         .await
@@ -187,9 +83,9 @@ async fn an_agent_killed_mid_task_answers_interrupted_and_does_not_start_it_agai
     assert!(enrolled.status.success(), "{enrolled:?}");
 
     let agent = run_agent(&state);
-    wait_connected(&app.channel).await;
-    let installs_before = installs_logged();
-    let lock = hold_dpkg_lock();
+    wait_connected(&app.channel, INSTANCE, true).await;
+    let installs_before = dpkg::installs_logged(PACKAGE);
+    let lock = dpkg::hold_lock();
     let operation = protocol::Operation::PackageInstall {
         names: vec![PACKAGE.to_string()],
     };
@@ -198,11 +94,11 @@ async fn an_agent_killed_mid_task_answers_interrupted_and_does_not_start_it_agai
         .submit(coordinator::agentwork::new_task(
             "customer-1",
             INSTANCE,
-            coordinator::agentwork::PACKAGE_INSTALL,
+            coordinator::tasks::kinds::PACKAGE_INSTALL,
             &operation,
         ))
         .unwrap();
-    wait_state(&app, &task.id, &["running"]).await;
+    wait_task_state(&app, &task.id, &["running"], Duration::from_secs(90)).await;
     assert!(
         std::fs::read_dir(state.join("tasks"))
             .unwrap()
@@ -219,10 +115,11 @@ async fn an_agent_killed_mid_task_answers_interrupted_and_does_not_start_it_agai
     drop(agent);
     drop(lock);
     let agent = run_agent(&state);
-    let ended = wait_state(
+    let ended = wait_task_state(
         &app,
         &task.id,
         &["succeeded", "failed", "cancelled", "expired"],
+        Duration::from_secs(90),
     )
     .await;
     assert_eq!(ended.state.as_str(), "failed", "{ended:?}");
@@ -240,8 +137,8 @@ async fn an_agent_killed_mid_task_answers_interrupted_and_does_not_start_it_agai
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(installs_logged() <= installs_before + 1);
+    assert!(dpkg::installs_logged(PACKAGE) <= installs_before + 1);
     drop(agent);
     running.stop().await;
-    remove_package();
+    dpkg::remove(PACKAGE);
 }

@@ -2,14 +2,12 @@
 //! request is a HIT, a purge (by path or all) makes it a MISS, bypass rules go around the cache,
 //! and turning the cache off removes it.
 
-mod vhosts_support;
-
 use std::sync::atomic::Ordering;
 
 use agent::cache::{Bypass, CacheSettings, PurgeRequest};
 use agent::vhosts::WebError;
+use testkit::vhosts::{Site, proxy_spec, static_spec, upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vhosts_support::{Site, proxy_spec, static_spec, upstream};
 
 fn settings(bypass: Bypass) -> CacheSettings {
     CacheSettings {

@@ -2,16 +2,14 @@
 //! HTTPS client that trusts only the test CA; bad certificates are refused and the working one
 //! stays; ACME HTTP-01 answers are served; removal turns TLS off.
 
-mod vhosts_support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use agent::certs::{CertificateSource, CertificateUpload};
 use agent::vhosts::WebError;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use testkit::vhosts::{Site, static_spec};
 use time::OffsetDateTime;
-use vhosts_support::{Site, static_spec};
 
 struct Pki {
     root: CertifiedIssuer<'static, KeyPair>,

@@ -2,9 +2,6 @@
 //! ACME client (instant-acme), the agent answers HTTP-01 through its private nginx and deploys the
 //! issued certificate, which an HTTPS client then verifies against pebble's root.
 
-mod pebble_support;
-mod vhosts_support;
-
 use std::time::Duration;
 
 use agent::certs::{CertificateSource, CertificateUpload};
@@ -12,8 +9,8 @@ use instant_acme::{
     Account, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
     RetryPolicy,
 };
-use pebble_support::{client_trusting, pebble_available, start_pebble};
-use vhosts_support::{Site, static_spec};
+use testkit::pebble::{client_trusting, pebble_available, start_pebble};
+use testkit::vhosts::{Site, static_spec};
 
 #[tokio::test]
 async fn certificate_issued_by_pebble_over_http01_is_deployed_and_served() {

@@ -2,16 +2,14 @@
 //! private servers in a temporary folder: create, list, change a password, drop, dump and
 //! restore, compressed dumps, refused names, missing engines and a dump killed midway.
 
-mod databases_support;
-
 use std::time::Duration;
 
 use agent::databases::{DatabaseError, DatabaseSettings, Databases, Dump, plan};
 use agent::process::{self, CommandSpec, Output, Stream};
-use databases_support::{MariaDbServer, PostgresServer, available, settings};
 use futures_util::StreamExt;
 use protocol::{DatabaseEngine, ErrorCode, Operation, OperationOutput, Secret};
 use sha2::{Digest, Sha256};
+use testkit::databases::{MariaDbServer, PostgresServer, available, settings};
 use tokio::io::AsyncReadExt;
 
 const MARIADB_PROGRAMS: [&str; 4] = ["mariadb", "mysqldump", "mariadbd", "mariadb-install-db"];

@@ -4,54 +4,18 @@
 //! These tests change the machine's installed packages, so they need root and apt's package
 //! lists (`apt-get update` once). Without them a test says why, and fails when `CI=true`.
 
-use std::fs::{File, OpenOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent::packages::{AptSettings, PackageError, Packages};
-use agent::process::{CommandSpec, Exclusive, Stream, SystemRunner};
-use nix::fcntl::{FcntlArg, fcntl};
+use agent::process::{Exclusive, Stream, SystemRunner};
 use protocol::ErrorCode;
+use testkit::dpkg;
 
 /// The tests in this file change the same package; they take turns.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const PACKAGE: &str = "hello";
-const DPKG_FRONTEND_LOCK: &str = "/var/lib/dpkg/lock-frontend";
-
-/// Whether apt can install `hello` here; if not, says why (and fails under `CI=true`).
-async fn apt_usable() -> bool {
-    let reason = if !nix::unistd::Uid::effective().is_root() {
-        Some("the package tests need root".to_string())
-    } else {
-        let policy = agent::process::run(
-            &CommandSpec::new("apt-cache").args(["policy", PACKAGE]),
-            None,
-        )
-        .await;
-        match policy {
-            Err(error) => Some(format!("apt-cache cannot run: {error}")),
-            Ok(output) if !output.stdout_text().contains("Candidate: ") => Some(format!(
-                "apt has no candidate for {PACKAGE}; run `apt-get update` first"
-            )),
-            Ok(output) if output.stdout_text().contains("Candidate: (none)") => Some(format!(
-                "apt has no candidate for {PACKAGE}; run `apt-get update` first"
-            )),
-            Ok(_) => None,
-        }
-    };
-    match reason {
-        None => true,
-        Some(reason) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("cannot run the package tests: {reason}");
-            }
-            eprintln!("SKIPPED, and this would fail under CI=true: {reason}");
-            false
-        }
-    }
-}
-
 fn packages(settings: AptSettings) -> Packages {
     Packages::with_runner(Arc::new(SystemRunner), Exclusive::new(), settings)
 }
@@ -75,40 +39,10 @@ async fn ensure_removed(packages: &Packages) {
     }
 }
 
-/// Holds dpkg's front-end lock the way apt and dpkg take it (an fcntl record lock) until
-/// dropped. (A `flock(1)` lock would not do: on Linux it does not conflict with fcntl locks.)
-struct HeldLock {
-    _file: File,
-}
-
-fn hold_dpkg_lock() -> HeldLock {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(DPKG_FRONTEND_LOCK)
-        .unwrap();
-    let lock = libc::flock {
-        l_type: libc::F_WRLCK as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: 0,
-        l_len: 0,
-        l_pid: 0,
-    };
-    // A few tries, in case an apt of someone else holds it right now.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while fcntl(&file, FcntlArg::F_SETLK(&lock)).is_err() {
-        assert!(Instant::now() < deadline, "dpkg's lock stayed busy");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    HeldLock { _file: file }
-}
-
 #[tokio::test]
 async fn install_list_and_remove_hello() {
     let _turn = TURN.lock().await;
-    if !apt_usable().await {
+    if !dpkg::root_and_apt(PACKAGE) {
         return;
     }
     let packages = packages(AptSettings::default());
@@ -207,7 +141,7 @@ async fn bad_names_are_refused_before_anything_runs() {
 #[tokio::test]
 async fn an_unknown_package_is_not_found() {
     let _turn = TURN.lock().await;
-    if !apt_usable().await {
+    if !dpkg::root_and_apt(PACKAGE) {
         return;
     }
     let packages = packages(AptSettings::default());
@@ -224,7 +158,7 @@ async fn an_unknown_package_is_not_found() {
 #[tokio::test]
 async fn a_held_dpkg_lock_is_waited_for() {
     let _turn = TURN.lock().await;
-    if !apt_usable().await {
+    if !dpkg::root_and_apt(PACKAGE) {
         return;
     }
     let packages = packages(AptSettings {
@@ -233,7 +167,7 @@ async fn a_held_dpkg_lock_is_waited_for() {
     });
     ensure_removed(&packages).await;
 
-    let held = hold_dpkg_lock();
+    let held = dpkg::hold_lock();
     let hold_for = Duration::from_secs(3);
     let release = std::thread::spawn(move || {
         std::thread::sleep(hold_for);
@@ -265,14 +199,14 @@ async fn a_held_dpkg_lock_is_waited_for() {
 #[tokio::test]
 async fn a_lock_held_past_the_timeout_is_reported_as_unavailable() {
     let _turn = TURN.lock().await;
-    if !apt_usable().await {
+    if !dpkg::root_and_apt(PACKAGE) {
         return;
     }
     let packages = packages(AptSettings {
         lock_timeout: Duration::from_secs(1),
         ..AptSettings::default()
     });
-    let held = hold_dpkg_lock();
+    let held = dpkg::hold_lock();
     let result = packages
         .remove(&names(&[PACKAGE]), &mut |_: Stream, _: &str| {})
         .await;

@@ -3,30 +3,14 @@
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::coordinator_crate as coordinator;
 
 use coordinator::config::Config;
 use coordinator::store::Table;
 use coordinator::store::records::InstanceRecord;
+use testkit::coordinator::{instance, wait_connected};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_hostplane-agent");
-
-fn instance(id: u32) -> InstanceRecord {
-    InstanceRecord {
-        id,
-        user: "customer-1".into(),
-        node: "pve1".into(),
-        hostname: format!("ct{id}"),
-        template: "debian-12".into(),
-        cpu: 1,
-        memory: 512,
-        swap: 0,
-        disk: 4,
-        state: "ready".into(),
-        suspended: false,
-        created_at: "2025-01-01T00:00:00Z".into(),
-        updated_at: "2025-01-01T00:00:00Z".into(),
-    }
-}
 
 /// Kills the child when the test ends, whichever way it ends.
 struct Guard(Child);
@@ -35,19 +19,6 @@ impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// Waits until the instance's agent is connected.
-async fn wait_connected(channel: &coordinator::channel::Channel, instance: u32) {
-    let started = Instant::now();
-    let mut events = channel.subscribe();
-    while !channel.is_connected(instance) {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the agent process did not connect"
-        );
-        let _ = tokio::time::timeout(Duration::from_millis(200), events.recv()).await;
     }
 }
 
@@ -124,7 +95,7 @@ async fn the_agent_binary_enrolls_runs_answers_pings_and_survives_a_coordinator_
             .spawn()
             .unwrap(),
     );
-    wait_connected(&running.app.channel, 101).await;
+    wait_connected(&running.app.channel, 101, true).await;
     running
         .app
         .channel
@@ -136,7 +107,7 @@ async fn the_agent_binary_enrolls_runs_answers_pings_and_survives_a_coordinator_
     let mut config = Config::for_tests(data);
     config.quic_listen = quic;
     let running = coordinator::server::start(config).await.unwrap();
-    wait_connected(&running.app.channel, 101).await;
+    wait_connected(&running.app.channel, 101, true).await;
     let rtt = running
         .app
         .channel
@@ -238,7 +209,7 @@ async fn before_enrollment_run_waits_retries_a_stored_token_until_the_coordinato
     let mut config = Config::for_tests(data);
     config.quic_listen = quic;
     let running = coordinator::server::start(config).await.unwrap();
-    wait_connected(&running.app.channel, 102).await;
+    wait_connected(&running.app.channel, 102, true).await;
     running
         .app
         .channel
@@ -320,7 +291,7 @@ async fn without_a_token_run_waits_for_a_separate_enroll_and_then_connects() {
         "{}",
         String::from_utf8_lossy(&enroll.stderr)
     );
-    wait_connected(&running.app.channel, 103).await;
+    wait_connected(&running.app.channel, 103, true).await;
     wait_for_lines(
         &lines,
         "enrolled by `hostplane-agent enroll`",

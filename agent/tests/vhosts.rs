@@ -1,12 +1,11 @@
 //! Vhosts on a real, private nginx: served by Host header, hostile input refused, failed changes
 //! rolled back with every other vhost still answering, versions remembered.
 
-mod vhosts_support;
-
 use agent::vhosts::spec::PhpSpec;
 use agent::vhosts::{ApplyStage, WebError};
 use sha2::{Digest, Sha256};
-use vhosts_support::{Site, free_port, proxy_spec, static_spec};
+use testkit::net::free_port;
+use testkit::vhosts::{Site, proxy_spec, static_spec};
 
 #[tokio::test]
 async fn vhosts_are_served_by_host_and_versioned() {

@@ -3,8 +3,6 @@
 //! block, refused and failing changes, caches, certificates made from a key the agent keeps, and
 //! ACME HTTP-01 answers.
 
-mod vhosts_support;
-
 use std::time::{Duration, SystemTime};
 
 use agent::{Handlers, TaskContext, TaskEvent};
@@ -17,8 +15,9 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, CertifiedIssuer, DnType,
     IsCa, KeyPair,
 };
+use testkit::net::free_port;
+use testkit::vhosts::{HandlerSite, proxy_spec, static_spec, upstream};
 use tokio::sync::mpsc;
-use vhosts_support::{HandlerSite, free_port, proxy_spec, static_spec, upstream};
 
 fn id(text: &str) -> VhostId {
     VhostId::parse(text).unwrap()

@@ -26,6 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use testkit::agent_crate as agent;
+
 use agent::state::Identity;
 use anyhow::{Context, anyhow, bail};
 use clap::Parser;

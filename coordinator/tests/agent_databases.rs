@@ -3,19 +3,14 @@
 //! restore into a fresh database with the same rows, change the password, drop; bad input
 //! refused before any task exists; an offline agent; a dump cut off midway.
 
-mod agent_support;
-mod channel_support;
-mod common;
-#[path = "../../agent/tests/databases_support/mod.rs"]
-mod databases_support;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
+use testkit::agent_crate as agent;
 
-use agent_support::{INSTANCE, Setup, log_lines, setup};
-use databases_support::{MariaDbServer, PostgresServer, available, postgres_bin, settings};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use testkit::agent_work::{INSTANCE, Setup, log_lines, setup};
+use testkit::databases::{MariaDbServer, PostgresServer, available, postgres_bin, settings};
 
 fn handlers(mariadb: Option<&MariaDbServer>, postgres: Option<&PostgresServer>) -> agent::Handlers {
     agent::Handlers::new()

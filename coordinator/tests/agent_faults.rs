@@ -6,16 +6,17 @@
 //! It holds dpkg's lock and installs a package on this machine, so it runs in the `dpkg` group
 //! of `.config/nextest.toml`, one at a time with the other tests that do.
 
-use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::agent_crate as agent;
 
 use coordinator::store::records::InstanceRecord;
 use coordinator::store::{Store, Table};
-use nix::fcntl::{FcntlArg, fcntl};
 use serde_json::{Value, json};
+use testkit::dpkg;
+use testkit::net::free_udp_port;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_hostplane-coordinator");
 const PACKAGE: &str = "sl";
@@ -31,14 +32,6 @@ impl Drop for Coordinator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start(data: &std::path::Path, quic_port: u16) -> Coordinator {
@@ -76,85 +69,6 @@ fn start(data: &std::path::Path, quic_port: u16) -> Coordinator {
     Coordinator { child, url }
 }
 
-fn root_and_apt() -> bool {
-    let reason = if !nix::unistd::Uid::effective().is_root() {
-        Some("this test needs root".to_string())
-    } else {
-        let output = Command::new("apt-cache").args(["policy", PACKAGE]).output();
-        match output {
-            Ok(output)
-                if String::from_utf8_lossy(&output.stdout).contains("Candidate: ")
-                    && !String::from_utf8_lossy(&output.stdout).contains("Candidate: (none)") =>
-            {
-                None
-            }
-            _ => Some(format!(
-                "apt has no candidate for {PACKAGE}; run `apt-get update`"
-            )),
-        }
-    };
-    match reason {
-        None => true,
-        Some(reason) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("cannot run: {reason}");
-            }
-            eprintln!("SKIPPED, and this would fail under CI=true: {reason}");
-            false
-        }
-    }
-}
-
-fn installed() -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", PACKAGE])
-        .output()
-        .map(|output| String::from_utf8_lossy(&output.stdout).contains("install ok installed"))
-        .unwrap_or(false)
-}
-
-fn remove_package() {
-    if installed() {
-        let status = Command::new("apt-get")
-            .args(["remove", "-y", "-qq", PACKAGE])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-fn installs_logged() -> usize {
-    std::fs::read_to_string("/var/log/dpkg.log")
-        .unwrap_or_default()
-        .lines()
-        .filter(|line| line.contains(" install ") && line.contains(&format!(" {PACKAGE}:")))
-        .count()
-}
-
-fn hold_dpkg_lock() -> File {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open("/var/lib/dpkg/lock-frontend")
-        .unwrap();
-    let lock = nix::libc::flock {
-        l_type: nix::libc::F_WRLCK as nix::libc::c_short,
-        l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
-        l_start: 0,
-        l_len: 0,
-        l_pid: 0,
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while fcntl(&file, FcntlArg::F_SETLK(&lock)).is_err() {
-        assert!(Instant::now() < deadline, "dpkg's lock stayed busy");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    file
-}
-
 async fn call(
     client: &reqwest::Client,
     url: &str,
@@ -183,26 +97,29 @@ async fn wait_state(
     states: &[&str],
     timeout: Duration,
 ) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (_, body) = call(client, url, key, "GET", &format!("/api/v1/task/{id}"), None).await;
-        if states.contains(&body["task"]["state"].as_str().unwrap_or("")) {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "task {id} did not reach {states:?}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    testkit::wait::until(
+        &format!("task {id} reaching {states:?}"),
+        timeout,
+        Duration::from_millis(100),
+        || async {
+            let (_, body) =
+                call(client, url, key, "GET", &format!("/api/v1/task/{id}"), None).await;
+            if states.contains(&body["task"]["state"].as_str().unwrap_or("")) {
+                Ok(body)
+            } else {
+                Err(body)
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_coordinator_killed_mid_task_resumes_it_and_the_work_is_done_once() {
-    if !root_and_apt() {
+    if !dpkg::root_and_apt(PACKAGE) {
         return;
     }
-    remove_package();
+    dpkg::remove(PACKAGE);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -269,8 +186,8 @@ async fn a_coordinator_killed_mid_task_resumes_it_and_the_work_is_done_once() {
         .await
         .expect("the agent connects");
 
-    let installs_before = installs_logged();
-    let lock = hold_dpkg_lock();
+    let installs_before = dpkg::installs_logged(PACKAGE);
+    let lock = dpkg::hold_lock();
     let (status, body) = call(
         &client,
         &coordinator.url,
@@ -296,7 +213,7 @@ async fn a_coordinator_killed_mid_task_resumes_it_and_the_work_is_done_once() {
     drop(coordinator);
     drop(lock);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while !installed() {
+    while !dpkg::installed(PACKAGE) {
         assert!(
             Instant::now() < deadline,
             "the agent did not finish the install"
@@ -328,11 +245,11 @@ async fn a_coordinator_killed_mid_task_resumes_it_and_the_work_is_done_once() {
         "{lines:?}"
     );
     assert_eq!(
-        installs_logged(),
+        dpkg::installs_logged(PACKAGE),
         installs_before + 1,
         "installed once, not twice"
     );
     agent.stop().await;
     drop(coordinator);
-    remove_package();
+    dpkg::remove(PACKAGE);
 }

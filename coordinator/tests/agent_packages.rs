@@ -7,123 +7,28 @@
 //! These tests change the machine's packages and hold dpkg's lock, so they run one at a time
 //! with every other test that does (the `dpkg` group in `.config/nextest.toml`).
 
-mod agent_support;
-mod channel_support;
-mod common;
-
-use std::fs::{File, OpenOptions};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use testkit::agent_crate as agent;
 
-use agent_support::{INSTANCE, Setup, log_lines};
-use nix::fcntl::{FcntlArg, fcntl};
 use serde_json::json;
+use testkit::agent_work::{INSTANCE, Setup, log_lines};
+use testkit::dpkg;
 
 const PACKAGE: &str = "sl";
-const DPKG_FRONTEND_LOCK: &str = "/var/lib/dpkg/lock-frontend";
-
 fn handlers() -> agent::Handlers {
     agent::Handlers::standard()
 }
 
-/// Whether apt can install the test package here; if not, says why and fails under `CI=true`.
-fn apt_usable() -> bool {
-    let reason = if !nix::unistd::Uid::effective().is_root() {
-        Some("the package tests need root".to_string())
-    } else {
-        match std::process::Command::new("apt-cache")
-            .args(["policy", PACKAGE])
-            .output()
-        {
-            Err(error) => Some(format!("apt-cache cannot run: {error}")),
-            Ok(output) => {
-                let text = String::from_utf8_lossy(&output.stdout);
-                (!text.contains("Candidate: ") || text.contains("Candidate: (none)")).then(|| {
-                    format!("apt has no candidate for {PACKAGE}; run `apt-get update` first")
-                })
-            }
-        }
-    };
-    match reason {
-        None => true,
-        Some(reason) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("cannot run the package tests: {reason}");
-            }
-            eprintln!("SKIPPED, and this would fail under CI=true: {reason}");
-            false
-        }
-    }
-}
-
-fn installed() -> bool {
-    std::process::Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", PACKAGE])
-        .output()
-        .map(|output| String::from_utf8_lossy(&output.stdout).contains("install ok installed"))
-        .unwrap_or(false)
-}
-
-fn remove_test_package() {
-    if installed() {
-        let status = std::process::Command::new("apt-get")
-            .args(["remove", "-y", "-qq", PACKAGE])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-/// How many times dpkg has installed the test package, from its log.
-fn installs_logged() -> usize {
-    std::fs::read_to_string("/var/log/dpkg.log")
-        .unwrap_or_default()
-        .lines()
-        .filter(|line| line.contains(" install ") && line.contains(&format!(" {PACKAGE}:")))
-        .count()
-}
-
-struct HeldLock {
-    _file: File,
-}
-
-fn hold_dpkg_lock() -> HeldLock {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(DPKG_FRONTEND_LOCK)
-        .unwrap();
-    let lock = libc_flock();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while fcntl(&file, FcntlArg::F_SETLK(&lock)).is_err() {
-        assert!(Instant::now() < deadline, "dpkg's lock stayed busy");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    HeldLock { _file: file }
-}
-
-fn libc_flock() -> nix::libc::flock {
-    nix::libc::flock {
-        l_type: nix::libc::F_WRLCK as nix::libc::c_short,
-        l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
-        l_start: 0,
-        l_len: 0,
-        l_pid: 0,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_list_upgrade_and_remove_through_the_api() {
-    if !apt_usable() {
+    if !dpkg::root_and_apt(PACKAGE) {
         return;
     }
-    remove_test_package();
-    let setup = agent_support::setup(handlers()).await;
+    dpkg::remove(PACKAGE);
+    let setup = testkit::agent_work::setup(handlers()).await;
     let base = format!("/api/v1/instance/{INSTANCE}");
 
     let task = setup
@@ -141,7 +46,7 @@ async fn install_list_upgrade_and_remove_through_the_api() {
         !log_lines(&task).is_empty(),
         "apt's output is the task's log"
     );
-    assert!(installed());
+    assert!(dpkg::installed(PACKAGE));
 
     // Seed 000 spells it both ways.
     for path in ["package", "packages"] {
@@ -182,7 +87,7 @@ async fn install_list_upgrade_and_remove_through_the_api() {
         )
         .await;
     assert_eq!(removed["task"]["state"], "succeeded", "{removed:?}");
-    assert!(!installed());
+    assert!(!dpkg::installed(PACKAGE));
     let listed = setup
         .customer("GET", &format!("{base}/package?name={PACKAGE}"), None)
         .await;
@@ -191,7 +96,7 @@ async fn install_list_upgrade_and_remove_through_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_and_the_providers_list_are_checked_before_any_task() {
-    let setup = agent_support::setup_with(handlers(), |config| {
+    let setup = testkit::agent_work::setup_with(handlers(), |config| {
         config.package_policy =
             protocol::names::package_policy::PackagePolicy::new(["s*", "nginx*"], ["sl"]).unwrap();
     })
@@ -360,17 +265,17 @@ async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_cut_mid_install_ends_with_one_install_and_a_succeeded_task() {
-    if !apt_usable() {
+    if !dpkg::root_and_apt(PACKAGE) {
         return;
     }
-    remove_test_package();
-    let mut setup = agent_support::setup(handlers()).await;
+    dpkg::remove(PACKAGE);
+    let mut setup = testkit::agent_work::setup(handlers()).await;
     // The agent dials through a relay this test can cut, with a short idle timeout so that both
     // sides notice the cut in seconds.
     setup.stop_agent().await;
     let quic = setup.server.app().channel.local_address().unwrap();
     let relay = Relay::start(quic).await;
-    let mut options = channel_support::run_options(setup.state_dir());
+    let mut options = testkit::agent::run_options(setup.state_dir());
     options.coordinator = Some(relay.address.to_string());
     options.transport.idle_timeout = Duration::from_secs(2);
     options.transport.keep_alive = Duration::from_millis(400);
@@ -379,8 +284,8 @@ async fn a_connection_cut_mid_install_ends_with_one_install_and_a_succeeded_task
         Some(agent::spawn(options, handlers(), Arc::new(finished)).expect("the agent starts"));
     setup.wait_connected(true).await;
 
-    let installs_before = installs_logged();
-    let lock = hold_dpkg_lock();
+    let installs_before = dpkg::installs_logged(PACKAGE);
+    let lock = dpkg::hold_lock();
     let answer = setup
         .customer(
             "POST",
@@ -407,7 +312,7 @@ async fn a_connection_cut_mid_install_ends_with_one_install_and_a_succeeded_task
     // The agent goes on with the work while it is cut off.
     drop(lock);
     wait_for("the install", Duration::from_secs(120), async || {
-        installed()
+        dpkg::installed(PACKAGE)
     })
     .await;
 
@@ -421,10 +326,10 @@ async fn a_connection_cut_mid_install_ends_with_one_install_and_a_succeeded_task
     );
     assert!(lines.contains("already had this task"), "{lines}");
     assert_eq!(
-        installs_logged(),
+        dpkg::installs_logged(PACKAGE),
         installs_before + 1,
         "installed once, not twice"
     );
     setup.stop_agent().await;
-    remove_test_package();
+    dpkg::remove(PACKAGE);
 }

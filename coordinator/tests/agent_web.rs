@@ -5,20 +5,14 @@
 //! and verified with the test CA; ACME issuance and renewal run against pebble on loopback; a
 //! cached answer is a HIT until a purge.
 
-mod agent_support;
-mod channel_support;
-mod common;
-#[path = "../../agent/tests/pebble_support/mod.rs"]
-mod pebble_support;
-#[path = "../../agent/tests/vhosts_support/mod.rs"]
-mod vhosts_support;
-
 use std::time::Duration;
+use testkit::agent_crate as agent;
 
-use agent_support::{INSTANCE, Setup, log_lines, setup, setup_with};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use serde_json::{Value, json};
-use vhosts_support::{HandlerSite, free_port, upstream};
+use testkit::agent_work::{INSTANCE, Setup, log_lines, setup, setup_with};
+use testkit::net::free_port;
+use testkit::vhosts::{HandlerSite, upstream};
 
 fn base() -> String {
     format!("/api/v1/instance/{INSTANCE}")
@@ -444,7 +438,7 @@ async fn uploaded_certificates_are_checked_served_and_removed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acme_issues_renews_and_keeps_the_certificate_when_renewal_fails() {
-    if !pebble_support::pebble_available() {
+    if !testkit::pebble::pebble_available() {
         return;
     }
     let Some(site) = HandlerSite::new() else {
@@ -452,7 +446,7 @@ async fn acme_issues_renews_and_keeps_the_certificate_when_renewal_fails() {
     };
     let work = tempfile::tempdir().unwrap();
     let mut pebble =
-        pebble_support::start_pebble(work.path(), site.layout().http_listen.port()).await;
+        testkit::pebble::start_pebble(work.path(), site.layout().http_listen.port()).await;
     let directory = pebble.directory.clone();
     let root = pebble.listener_root.clone();
     let setup: Setup = setup_with(handlers(&site), move |config| {

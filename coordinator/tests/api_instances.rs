@@ -2,15 +2,13 @@
 //! loopback: each route and role, injected faults, concurrent creates and a restart during a
 //! create, with the coordinator's records checked against the simulator's state.
 
-mod common;
-
 use std::time::Duration;
 
-use common::TestServer;
 use coordinator::proxmox::registry::Deadlines;
 use coordinator::proxmox::{ClientSettings, RetryPolicy};
 use pvesim::{SimConfig, Simulator, TaskEffect, TaskFault};
 use serde_json::{Value, json};
+use testkit::coordinator::TestServer;
 
 const TOKEN_ID: &str = "hostplane@pve!coordinator";
 const TOKEN_SECRET: &str = "0b8f6a52-9c1d-4e7a-b3f0-5d2c8e9a1f47";

@@ -1,10 +1,8 @@
 //! Route tests for users, tickets, API keys, errors, audit, metrics and OpenAPI: every role and
 //! every way to be refused.
 
-mod common;
-
-use common::TestServer;
 use serde_json::json;
+use testkit::coordinator::TestServer;
 
 #[tokio::test]
 async fn every_protected_route_refuses_without_credentials() {

@@ -6,18 +6,16 @@
 //! `cargo test -p hostplane-coordinator --release --test bench_lifecycle -- --ignored --nocapture`
 //! (`BENCH_INSTANCES` and `BENCH_CONCURRENCY` change the size).
 
-mod common;
-
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::TestServer;
 use coordinator::proxmox::{
     Client, ClientSettings, CreateContainer, Endpoint, PowerAction, PowerOutcome, Trust, tls,
 };
 use futures_util::StreamExt;
 use pvesim::{SimConfig, Simulator};
 use serde_json::json;
+use testkit::coordinator::TestServer;
 
 const TOKEN_ID: &str = "hostplane@pve!bench";
 const TOKEN_SECRET: &str = "7c1e5b0a-4d2f-4a8e-9b3c-6f0d2e1a5c7b";

@@ -6,18 +6,13 @@
 //! `cargo test -p hostplane-coordinator --release --test bench_vhosts -- --ignored --nocapture`
 //! (`BENCH_SIZES`, comma-separated, and `BENCH_SAMPLES` change the sizes and the sample count).
 
-mod agent_support;
-mod channel_support;
-mod common;
-#[path = "../../agent/tests/vhosts_support/mod.rs"]
-mod vhosts_support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
+use testkit::agent_crate as agent;
 
-use agent_support::{INSTANCE, setup};
 use serde_json::json;
-use vhosts_support::{HandlerSite, static_spec};
+use testkit::agent_work::{INSTANCE, setup};
+use testkit::vhosts::{HandlerSite, static_spec};
 
 fn sizes() -> Vec<usize> {
     std::env::var("BENCH_SIZES")

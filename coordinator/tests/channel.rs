@@ -1,16 +1,17 @@
 //! The agent channel end to end on loopback: a real coordinator (in-process) and the real agent
 //! library, over real QUIC with mutual TLS.
 
-mod channel_support;
-
 use std::time::Duration;
+use testkit::agent_crate as agent;
 
-use channel_support::*;
 use coordinator::channel::ChannelError;
 use coordinator::config::Config;
 use coordinator::store::Table;
 use coordinator::store::records::EnrollmentTokenRecord;
 use protocol::{ErrorCode, Operation, OperationOutput};
+use testkit::agent::{WAIT, connected, enroll, spawn_agent};
+use testkit::coordinator::start;
+use testkit::quic::{attempt, client_config, refused_in_handshake};
 
 #[tokio::test]
 async fn an_enrolled_agent_connects_answers_pings_and_shows_its_status() {

@@ -3,13 +3,12 @@
 //! on its next packet, that its old connection is gone (a stateless reset the agent can verify),
 //! reconnects by itself, and answers pings through the API again.
 
-mod channel_support;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
+use testkit::agent_crate as agent;
 
 use coordinator::store::records::InstanceRecord;
 use coordinator::store::{Store, Table};
@@ -96,7 +95,7 @@ async fn after_a_crash_the_restarted_coordinator_resets_the_agent_which_reconnec
             .put(
                 Table::Instances,
                 &InstanceRecord::key(101),
-                &channel_support::instance(101),
+                &testkit::coordinator::instance(101),
             )
             .unwrap();
     }
@@ -121,7 +120,7 @@ async fn after_a_crash_the_restarted_coordinator_resets_the_agent_which_reconnec
     ))
     .await
     .unwrap();
-    let mut options = channel_support::run_options(&agent_dir);
+    let mut options = testkit::agent::run_options(&agent_dir);
     // The idle timeout stays long (the coordinator's 40 s applies), so only a reset explains a
     // quick reconnect; frequent keep-alives make the agent's next packet come soon.
     options.transport = agent::Transport {
@@ -138,7 +137,7 @@ async fn after_a_crash_the_restarted_coordinator_resets_the_agent_which_reconnec
         Arc::new(agent::MemoryFinishedTasks::new(100)),
     )
     .unwrap();
-    channel_support::connected(&handle, 1).await;
+    testkit::agent::connected(&handle, 1).await;
     let ping = |http: &str| format!("{http}/api/v1/instance/101/agent/ping");
     call(&client, key, "POST", ping(&first.http)).await;
 
@@ -156,7 +155,7 @@ async fn after_a_crash_the_restarted_coordinator_resets_the_agent_which_reconnec
         Some("reset by peer"),
         "the restarted coordinator, not the idle timeout, ended the old connection: {lost:?}"
     );
-    let state = channel_support::connected(&handle, 2).await;
+    let state = testkit::agent::connected(&handle, 2).await;
     assert_eq!(
         state.phase,
         agent::ConnectionPhase::Connected {

@@ -2,12 +2,13 @@
 //! frames from an authenticated peer, and the same from unauthenticated peers on the enrollment
 //! ALPN. In its own test binary so that memory measurements see only this test.
 
-mod channel_support;
-
 use std::time::Duration;
+use testkit::agent_crate as agent;
 
-use channel_support::*;
 use coordinator::config::Config;
+use testkit::agent::{WAIT, connected, enroll, spawn_agent};
+use testkit::coordinator::start;
+use testkit::quic::client_config;
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();

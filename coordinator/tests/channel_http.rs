@@ -2,17 +2,15 @@
 //! the agent status shape, the admin ping (503 agent_offline while the agent is away) and
 //! revocation; the audit log records the revocation, not the pings.
 
-mod channel_support;
-mod common;
-
 use std::time::Duration;
+use testkit::agent_crate as agent;
 
 use coordinator::store::Table;
 use coordinator::store::records::InstanceRecord;
 use serde_json::Value;
 
 /// `hostplane_agents_connected` from `/metrics`.
-async fn connected_gauge(server: &common::TestServer) -> i64 {
+async fn connected_gauge(server: &testkit::coordinator::TestServer) -> i64 {
     let text = reqwest::get(format!("{}/metrics", server.url))
         .await
         .unwrap()
@@ -29,10 +27,10 @@ async fn connected_gauge(server: &common::TestServer) -> i64 {
 
 #[tokio::test]
 async fn enrollment_status_ping_and_revocation_over_http() {
-    let mut server = common::TestServer::start().await;
+    let mut server = testkit::coordinator::TestServer::start().await;
     let (owner_id, owner_key) = server.customer("owner").await;
     let (_, stranger_key) = server.customer("stranger").await;
-    let mut record = channel_support::instance(101);
+    let mut record = testkit::coordinator::instance(101);
     record.user = owner_id;
     server
         .app()
@@ -91,8 +89,8 @@ async fn enrollment_status_ping_and_revocation_over_http() {
     agent::enroll(agent::EnrollOptions::new(token, &state_dir))
         .await
         .unwrap();
-    let handle = channel_support::spawn_agent(&state_dir);
-    channel_support::connected(&handle, 1).await;
+    let handle = testkit::agent::spawn_agent(&state_dir);
+    testkit::agent::connected(&handle, 1).await;
 
     let status = server.call("GET", agent, Some(&owner_key), None).await;
     assert_eq!(status.body["connected"], true, "{:?}", status.body);

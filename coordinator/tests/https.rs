@@ -1,8 +1,6 @@
 //! The API over HTTPS when the coordinator is given a certificate and key.
 
-mod common;
-
-use common::TestServer;
+use testkit::coordinator::TestServer;
 
 #[tokio::test]
 async fn the_api_answers_over_https_with_the_given_certificate() {

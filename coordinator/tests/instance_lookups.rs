@@ -3,16 +3,14 @@
 //! create call and the create moves on; a template that appears after the node's templates were
 //! read is found; a running instance is stopped before it is destroyed.
 
-mod common;
-
 use std::time::Duration;
 
-use common::TestServer;
 use coordinator::proxmox::{
     Client, ClientSettings, CreateContainer, Endpoint, RetryPolicy, Trust, tls,
 };
 use pvesim::{SimConfig, Simulator};
 use serde_json::{Value, json};
+use testkit::coordinator::TestServer;
 
 const TOKEN_ID: &str = "hostplane@pve!lookups";
 const TOKEN_SECRET: &str = "3d9e0a61-7b2c-4f58-a1e4-c0b9d8f7e6a5";

@@ -2,13 +2,10 @@
 //! keys, the answer every task-starting route gives (`respond_with_task`), and the cost of a
 //! list page with 10,000 tasks stored.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::TestServer;
 use coordinator::api::ApiRequest;
 use coordinator::api::tasks::respond_with_task;
 use coordinator::auth::{Credential, Principal};
@@ -18,6 +15,7 @@ use coordinator::tasks::{
 };
 use http::{HeaderMap, HeaderValue, Method};
 use serde_json::{Value, json};
+use testkit::coordinator::TestServer;
 use tokio::sync::Notify;
 
 const PATIENCE: Duration = Duration::from_secs(10);

@@ -1,11 +1,9 @@
 //! End-to-end checks of the simulator's HTTP API against the shapes Proxmox VE answers with.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Harness, PASSWORD, TEMPLATE, USER, config, encode, start};
 use serde_json::{Value, json};
+use testkit::pvesim::{Harness, PASSWORD, TEMPLATE, USER, config, encode, start};
 
 const UPID_PATTERN: &str = r"^UPID:([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?):([0-9A-Fa-f]{8}):([0-9A-Fa-f]{8,9}):([0-9A-Fa-f]{8}):([^:\s/]+):([^:\s/]*):([^:\s/]+):$";
 

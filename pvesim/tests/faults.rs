@@ -1,12 +1,10 @@
 //! Fault injection through the library handle and the `/_sim/faults` admin endpoint.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{config, encode, start};
 use pvesim::{FailureRule, SimConfig, TaskEffect, TaskFault};
 use serde_json::json;
+use testkit::pvesim::{config, encode, start};
 
 #[tokio::test]
 async fn added_latency_slows_every_call() {

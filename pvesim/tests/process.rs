@@ -1,14 +1,12 @@
 //! The simulator over HTTPS, its state file, and the `pvesim` binary's start-up line and exit.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TOKEN, config, start};
 use pvesim::SimConfig;
 use sha2::{Digest, Sha256};
+use testkit::pvesim::{TOKEN, config, start};
 
 #[tokio::test]
 async fn https_serves_the_advertised_certificate() {
@@ -130,7 +128,7 @@ async fn binary_prints_its_url_and_stops_on_sigterm() {
         .captures(&line)
         .unwrap_or_else(|| panic!("unexpected line {line:?}"))[1]
         .to_string();
-    common::install_crypto();
+    testkit::pvesim::install_crypto();
     let client = reqwest::Client::new();
     let version = client
         .get(format!("{base}/version"))

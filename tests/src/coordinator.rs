@@ -309,30 +309,3 @@ impl Api {
         })
     }
 }
-
-/// Polls `check` every `interval` until it says yes, for at most `timeout`.
-pub fn wait_until(
-    what: &str,
-    timeout: Duration,
-    interval: Duration,
-    mut check: impl FnMut() -> anyhow::Result<bool>,
-) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let attempts = (timeout.as_millis() / interval.as_millis().max(1)) as usize + 2;
-    let mut last_error = None;
-    for _attempt in 0..attempts {
-        match check() {
-            Ok(true) => return Ok(started.elapsed()),
-            Ok(false) => {}
-            Err(error) => last_error = Some(error),
-        }
-        if started.elapsed() >= timeout {
-            break;
-        }
-        std::thread::sleep(interval);
-    }
-    match last_error {
-        Some(error) => bail!("{what}: not within {timeout:?} (last error: {error:#})"),
-        None => bail!("{what}: not within {timeout:?}"),
-    }
-}

@@ -11,53 +11,22 @@
 //! container. Everything is torn down also when the test fails.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use hostplane_tests::coordinator::{Api, CoordinatorOptions, HostCoordinator, wait_until};
+use hostplane_tests::coordinator::{Api, CoordinatorOptions, HostCoordinator};
 use hostplane_tests::lxc::{Container, Testbed, host};
 use hostplane_tests::packages;
 use pvesim::{LxcConfig, SimConfig, Simulator};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use testkit::clock::StepClock;
+use testkit::wait::blocking as wait_until;
 
 const TOKEN_ID: &str = "hostplane@pve!e2e";
 const TOKEN_SECRET: &str = "5e0c9c6a-1f2b-4c3d-8e4f-000000000e2e";
 /// Apt work in a fresh container (downloads through the host's proxy) may take minutes.
 const APT_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// Step timings, printed as they happen and at the end.
-struct Clock {
-    started: Instant,
-    last: Instant,
-    steps: Vec<(String, Duration)>,
-}
-
-impl Clock {
-    fn new() -> Clock {
-        let now = Instant::now();
-        Clock {
-            started: now,
-            last: now,
-            steps: Vec::new(),
-        }
-    }
-
-    fn step(&mut self, name: &str) {
-        let now = Instant::now();
-        eprintln!("[e2e] {name}: {:.1?}", now - self.last);
-        self.steps.push((name.to_string(), now - self.last));
-        self.last = now;
-    }
-
-    fn report(&self) {
-        eprintln!("[e2e] timings:");
-        for (name, duration) in &self.steps {
-            eprintln!("  {duration:>8.1?}  {name}");
-        }
-        eprintln!("  {:>8.1?}  total", self.started.elapsed());
-    }
-}
 
 /// The panel's side: the coordinator's base URL and key, and a client.
 struct Panel<'a> {
@@ -268,7 +237,7 @@ fn the_public_api_drives_a_real_container_through_its_agent() -> anyhow::Result<
     let Some(testbed) = Testbed::ensure()? else {
         return Ok(());
     };
-    let mut clock = Clock::new();
+    let mut clock = StepClock::new("e2e");
     packages::build_programs()?;
     let work = tempfile::tempdir()?;
     let debs = packages::build_debs(&work.path().join("debs"), None)?;
@@ -526,7 +495,7 @@ fn the_public_api_drives_a_real_container_through_its_agent() -> anyhow::Result<
     coordinator.stop()?;
     runtime.block_on(simulator.shutdown());
     drop(runtime);
-    clock.report();
+    clock.print_report();
     testbed.shutdown()?;
     Ok(())
 }

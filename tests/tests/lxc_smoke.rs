@@ -11,39 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use hostplane_tests::lxc::{Testbed, host};
-
-/// Step timings, printed at the end.
-struct Clock {
-    started: Instant,
-    last: Instant,
-    steps: Vec<(String, Duration)>,
-}
-
-impl Clock {
-    fn new() -> Clock {
-        let now = Instant::now();
-        Clock {
-            started: now,
-            last: now,
-            steps: Vec::new(),
-        }
-    }
-
-    fn step(&mut self, name: &str) {
-        let now = Instant::now();
-        self.steps.push((name.to_string(), now - self.last));
-        eprintln!("[lxc_smoke] {name}: {:.1?}", now - self.last);
-        self.last = now;
-    }
-
-    fn report(&self) {
-        eprintln!("[lxc_smoke] timings:");
-        for (name, duration) in &self.steps {
-            eprintln!("  {:>8.1?}  {name}", duration);
-        }
-        eprintln!("  {:>8.1?}  total", self.started.elapsed());
-    }
-}
+use testkit::clock::StepClock;
 
 /// Accepts one connection on `listener` within `timeout`, answers the line it reads with
 /// `pong LINE`, and returns the line and the peer address.
@@ -109,7 +77,7 @@ fn build_deb(folder: &Path, token: &str) -> anyhow::Result<std::path::PathBuf> {
 
 #[test]
 fn a_clone_boots_reaches_the_host_installs_packages_reboots_and_is_removed() -> anyhow::Result<()> {
-    let mut clock = Clock::new();
+    let mut clock = StepClock::new("lxc_smoke");
     let Some(testbed) = Testbed::ensure()? else {
         return Ok(());
     };
@@ -163,7 +131,7 @@ fn a_clone_boots_reaches_the_host_installs_packages_reboots_and_is_removed() -> 
     let token = format!(
         "token-{}-{}",
         std::process::id(),
-        clock.started.elapsed().as_nanos()
+        clock.elapsed().as_nanos()
     );
     let deb = build_deb(folder.path(), &token)?;
     container.push_file(&deb, "/root/hostplane-smoke.deb")?;
@@ -224,6 +192,6 @@ fn a_clone_boots_reaches_the_host_installs_packages_reboots_and_is_removed() -> 
         eprintln!("[lxc_smoke] another process still uses the testbed: bridge and proxy kept");
     }
     clock.step("teardown");
-    clock.report();
+    clock.print_report();
     Ok(())
 }

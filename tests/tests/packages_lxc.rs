@@ -24,50 +24,16 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use hostplane_tests::coordinator::{Api, CoordinatorOptions, HostCoordinator, wait_until};
+use hostplane_tests::coordinator::{Api, CoordinatorOptions, HostCoordinator};
 use hostplane_tests::lxc::{Container, Testbed};
 use hostplane_tests::packages::{self, Debs};
 use serde_json::json;
+use testkit::clock::StepClock;
+use testkit::wait::blocking as wait_until;
 
 /// The highest `systemd-analyze security` exposure each unit may have (lower is tighter).
 const AGENT_MAX_EXPOSURE: f64 = 6.0;
 const COORDINATOR_MAX_EXPOSURE: f64 = 2.0;
-
-/// Step timings of one part, printed as they happen and again at the end.
-struct Clock {
-    part: &'static str,
-    started: Instant,
-    last: Instant,
-    steps: Vec<(String, Duration)>,
-}
-
-impl Clock {
-    fn new(part: &'static str) -> Clock {
-        let now = Instant::now();
-        Clock {
-            part,
-            started: now,
-            last: now,
-            steps: Vec::new(),
-        }
-    }
-
-    fn step(&mut self, name: &str) {
-        let now = Instant::now();
-        eprintln!("[{}] {name}: {:.1?}", self.part, now - self.last);
-        self.steps.push((name.to_string(), now - self.last));
-        self.last = now;
-    }
-
-    fn report(&self) -> String {
-        let mut text = format!("[{}] timings:\n", self.part);
-        for (name, duration) in &self.steps {
-            text.push_str(&format!("  {duration:>8.1?}  {name}\n"));
-        }
-        text.push_str(&format!("  {:>8.1?}  total\n", self.started.elapsed()));
-        text
-    }
-}
 
 fn sh(container: &Container, script: &str) -> anyhow::Result<String> {
     container.exec_checked(&["sh", "-c", script])
@@ -378,7 +344,7 @@ fn agent_part(
     debs: &Debs,
     upgrade: &Debs,
     host: &Host,
-    clock: &mut Clock,
+    clock: &mut StepClock,
 ) -> anyhow::Result<()> {
     let unit = "hostplane-agent.service";
     let container = testbed.clone_container("pkg-agent")?;
@@ -625,7 +591,7 @@ fn coordinator_part(
     testbed: &Testbed,
     debs: &Debs,
     upgrade: &Debs,
-    clock: &mut Clock,
+    clock: &mut StepClock,
 ) -> anyhow::Result<()> {
     let unit = "hostplane-coordinator.service";
     let api = Api::new()?;
@@ -881,7 +847,7 @@ fn the_packages_install_run_upgrade_and_purge_cleanly_in_containers() -> anyhow:
     let Some(testbed) = Testbed::ensure()? else {
         return Ok(());
     };
-    let mut clock = Clock::new("packages");
+    let mut clock = StepClock::new("packages");
     let built = packages::build_programs()?;
     eprintln!("[packages] programs up to date in {built:.1?}");
     let work = tempfile::tempdir()?;
@@ -940,12 +906,12 @@ fn the_packages_install_run_upgrade_and_purge_cleanly_in_containers() -> anyhow:
         // Debian's own checks of the packages, while the containers work.
         let lint = scope.spawn(|| lintian(&[&debs.agent, &debs.coordinator]));
         let agent = scope.spawn(|| {
-            let mut clock = Clock::new("agent");
+            let mut clock = StepClock::new("agent");
             let result = agent_part(&testbed, &debs, &upgrade, &host, &mut clock);
             (result, clock.report())
         });
         let coordinator = scope.spawn(|| {
-            let mut clock = Clock::new("coordinator");
+            let mut clock = StepClock::new("coordinator");
             let result = coordinator_part(&testbed, &debs, &upgrade, &mut clock);
             (result, clock.report())
         });

@@ -35,12 +35,10 @@ pub use results::{database_json, output_json, packages_json};
 use crate::App;
 use crate::channel::ChannelError;
 use crate::tasks::NewTask;
-/// Named here too, for the agent's tests that queue a package task.
-pub use crate::tasks::kinds::PACKAGE_INSTALL;
 use crate::tasks::kinds::{
     CACHE_CHANGE, CACHE_DISABLE, CACHE_ENABLE, CACHE_PURGE, DATABASE_CREATE, DATABASE_DROP,
-    DATABASE_DUMP, DATABASE_PASSWORD, PACKAGE_REMOVE, PACKAGE_UPGRADE, SSL_DEPLOY, SSL_REMOVE,
-    VHOST_CHANGE, VHOST_CREATE, VHOST_DELETE, VHOST_EXTRA,
+    DATABASE_DUMP, DATABASE_PASSWORD, PACKAGE_INSTALL, PACKAGE_REMOVE, PACKAGE_UPGRADE, SSL_DEPLOY,
+    SSL_REMOVE, VHOST_CHANGE, VHOST_CREATE, VHOST_DELETE, VHOST_EXTRA,
 };
 
 /// Whether a task of a kind is delivered again after its connection was lost.

@@ -1,7 +1,6 @@
 //! pebble, a real RFC 8555 server, on loopback for a test: its own TLS certificate (pebble ships
 //! none), its DNS test server answering 127.0.0.1 for every name, and HTTP-01 validation against
 //! the port the test's nginx listens on. Killed when the guard is dropped.
-#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::Stdio;
@@ -10,16 +9,9 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tokio::process::{Child, Command};
 
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::net::free_port;
 
-/// Whether the pebble programs are here; on CI their absence is a failure, elsewhere a loud skip.
+/// Whether the pebble programs are here; if not, [`crate::gate::skip`] says so.
 pub fn pebble_available() -> bool {
     let found = ["pebble", "pebble-challtestsrv"].iter().all(|program| {
         std::process::Command::new(program)
@@ -27,14 +19,10 @@ pub fn pebble_available() -> bool {
             .output()
             .is_ok()
     });
-    if !found {
-        let message = "pebble is not installed (apt-get install -y pebble); this test needs the real ACME server";
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{message}");
-        }
-        eprintln!("SKIPPED: {message}");
-    }
     found
+        || crate::gate::skip(
+            "pebble is not installed (apt-get install -y pebble); this test needs the real ACME server",
+        )
 }
 
 /// pebble's own TLS certificate (pebble ships none): a root and a leaf for 127.0.0.1.

@@ -1,8 +1,7 @@
 //! A private nginx per test: its own directory, configuration, pid and logs, listening on loopback
 //! ports that were free when the test started; stopped when the test ends.
-#![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,30 +15,18 @@ use agent::vhosts::layout::WebLayout;
 use agent::vhosts::probe::{HttpAnswer, http_get};
 use agent::vhosts::spec::VhostSpec;
 
-/// Whether nginx can be run here; on CI its absence is a failure, elsewhere a loud skip.
+use crate::net::free_port;
+
+/// Whether nginx can be run here; if not, [`crate::gate::skip`] says so.
 pub fn nginx_available() -> bool {
     let found = std::process::Command::new("nginx")
         .arg("-v")
         .output()
         .is_ok_and(|output| output.status.success());
-    if !found {
-        let message =
-            "nginx is not installed (apt-get install -y nginx); this test needs the real program";
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{message}");
-        }
-        eprintln!("SKIPPED: {message}");
-    }
     found
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+        || crate::gate::skip(
+            "nginx is not installed (apt-get install -y nginx); this test needs the real program",
+        )
 }
 
 /// One private nginx with the agent's web operations on it.

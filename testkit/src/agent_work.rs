@@ -1,7 +1,6 @@
-//! Shared by the tests of agent work through the API: a coordinator in-process, one instance
-//! owned by a customer, and a real agent (in-process, over real QUIC on loopback) enrolled for it
-//! with a durable task store and the handlers a test chooses.
-#![allow(dead_code)]
+//! Agent work through the API: a coordinator in-process, one instance owned by a customer, and
+//! a real agent (in-process, over real QUIC on loopback) enrolled for it with a durable task
+//! store and the handlers a test chooses.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,10 +10,9 @@ use coordinator::store::Table;
 use coordinator::store::records::InstanceRecord;
 use serde_json::Value;
 
-use crate::common::{Answer, TestServer};
+use crate::coordinator::{Answer, TestServer};
 
 pub const INSTANCE: u32 = 101;
-pub const WAIT: Duration = Duration::from_secs(30);
 
 pub struct Setup {
     pub server: TestServer,
@@ -36,7 +34,7 @@ pub async fn setup_with(
 ) -> Setup {
     let server = TestServer::start_with(adjust).await;
     let (user, key) = server.customer("carol").await;
-    let mut record = crate::channel_support::instance(INSTANCE);
+    let mut record = crate::coordinator::instance(INSTANCE);
     record.user = user.clone();
     server
         .app()
@@ -69,7 +67,7 @@ impl Setup {
     pub async fn start_agent(&mut self, handlers: agent::Handlers) {
         let finished = agent::DiskFinishedTasks::open(self.state.path().join("tasks"), 100)
             .expect("the task store opens");
-        let mut options = crate::channel_support::run_options(self.state.path());
+        let mut options = crate::agent::run_options(self.state.path());
         // A connection whose close packet is lost (UDP under load) is noticed in seconds.
         options.transport.idle_timeout = Duration::from_secs(3);
         options.transport.keep_alive = Duration::from_millis(500);
@@ -85,15 +83,9 @@ impl Setup {
         self.wait_connected(false).await;
     }
 
+    /// Waits until the coordinator sees the agent connected (or not, when `connected` is false).
     pub async fn wait_connected(&self, connected: bool) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.server.app().channel.is_connected(INSTANCE) != connected {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the agent's connection did not become {connected}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::coordinator::wait_connected(&self.server.app().channel, INSTANCE, connected).await;
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -107,27 +99,25 @@ impl Setup {
 
     /// Waits until task `id` ends and returns it with its log lines.
     pub async fn ended(&self, id: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-        loop {
-            let answer = self
-                .server
-                .admin("GET", &format!("/api/v1/task/{id}"), None)
-                .await;
-            assert_eq!(answer.status, 200, "{:?}", answer.body);
-            let state = answer.body["task"]["state"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            if ["succeeded", "failed", "cancelled", "expired"].contains(&state.as_str()) {
-                return answer.body;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "task {id} did not end: {:?}",
-                answer.body
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::wait::until(
+            &format!("task {id} ending"),
+            Duration::from_secs(120),
+            Duration::from_millis(50),
+            || async {
+                let answer = self
+                    .server
+                    .admin("GET", &format!("/api/v1/task/{id}"), None)
+                    .await;
+                assert_eq!(answer.status, 200, "{:?}", answer.body);
+                let state = answer.body["task"]["state"].as_str().unwrap_or("");
+                if ["succeeded", "failed", "cancelled", "expired"].contains(&state) {
+                    Ok(answer.body)
+                } else {
+                    Err(answer.body)
+                }
+            },
+        )
+        .await
     }
 
     /// Submits through the API as the customer and waits for the task's end.

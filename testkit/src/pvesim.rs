@@ -1,7 +1,5 @@
-//! Shared helpers for the simulator's API tests: start a simulator on 127.0.0.1:0, call it,
-//! read reason phrases, and wait for tasks.
-
-#![allow(dead_code)]
+//! The simulator in-process for tests of its API: start it on 127.0.0.1:0, call it, read
+//! reason phrases, and wait for its tasks.
 
 use std::time::{Duration, Instant};
 

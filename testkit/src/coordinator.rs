@@ -1,10 +1,93 @@
-//! Shared by the coordinator's integration tests: a coordinator started in-process on
-//! `127.0.0.1:0` in its own temporary directory, with the first admin's key and an HTTP client.
-#![allow(dead_code)]
+//! A coordinator started in-process on `127.0.0.1:0` in its own temporary directory, with the
+//! first admin's key and an HTTP client; instances written straight into its store; waits for
+//! an agent's connection and a task's state.
+
+use std::time::Duration;
 
 use coordinator::config::Config;
 use coordinator::server::{self, Running};
+use coordinator::store::Table;
+use coordinator::store::records::InstanceRecord;
 use serde_json::{Value, json};
+
+/// A ready instance `id` of `customer-1` on node `pve1`, as a create through Proxmox leaves it.
+pub fn instance(id: u32) -> InstanceRecord {
+    InstanceRecord {
+        id,
+        user: "customer-1".into(),
+        node: "pve1".into(),
+        hostname: format!("ct{id}"),
+        template: "debian-12".into(),
+        cpu: 1,
+        memory: 512,
+        swap: 0,
+        disk: 4,
+        state: "ready".into(),
+        suspended: false,
+        created_at: "2025-01-01T00:00:00Z".into(),
+        updated_at: "2025-01-01T00:00:00Z".into(),
+    }
+}
+
+/// Starts a coordinator with `config` and the ready instances `instances` (see [`instance`]).
+pub async fn start(config: Config, instances: &[u32]) -> Running {
+    let running = coordinator::server::start(config)
+        .await
+        .expect("the coordinator starts");
+    for id in instances {
+        running
+            .app
+            .store
+            .put(Table::Instances, &InstanceRecord::key(*id), &instance(*id))
+            .unwrap();
+    }
+    running
+}
+
+/// Waits (at most 30 s) until the coordinator sees the agent of `instance` connected, or
+/// disconnected when `connected` is false.
+pub async fn wait_connected(
+    channel: &coordinator::channel::Channel,
+    instance: u32,
+    connected: bool,
+) {
+    crate::wait::until(
+        &format!("the agent's connection becoming {connected}"),
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || async {
+            if channel.is_connected(instance) == connected {
+                Ok(())
+            } else {
+                Err(!connected)
+            }
+        },
+    )
+    .await
+}
+
+/// Waits (at most `timeout`) until task `id` is in one of `states`, reading the store directly.
+pub async fn wait_task_state(
+    app: &coordinator::App,
+    id: &str,
+    states: &[&str],
+    timeout: Duration,
+) -> coordinator::tasks::Task {
+    crate::wait::until(
+        &format!("task {id} reaching {states:?}"),
+        timeout,
+        Duration::from_millis(50),
+        || async {
+            let task = app.tasks.get(id).unwrap().unwrap();
+            if states.contains(&task.state.as_str()) {
+                Ok(task)
+            } else {
+                Err(task)
+            }
+        },
+    )
+    .await
+}
 
 /// A running coordinator and what a test needs to talk to it.
 pub struct TestServer {
