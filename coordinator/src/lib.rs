@@ -40,6 +40,8 @@ pub struct App {
     pub ready: AtomicBool,
     /// Login throttling per user and address.
     pub login_limiter: auth::LoginLimiter,
+    /// Password hashing on the blocking pool, with a bounded queue.
+    pub passwords: auth::PasswordWork,
     /// A password hash checked when a login names an unknown user, so timing does not tell.
     pub unknown_user_hash: String,
     /// The registered Proxmox nodes and their clients.
@@ -76,6 +78,15 @@ impl App {
         let acme = acme::Acme::new(acme::AcmeClient::new(config.acme.clone(), store.clone()));
         let channel = channel::Channel::open(&config, &store)
             .map_err(|error| ServeError::Startup(error.to_string()))?;
+        let login_limiter = auth::LoginLimiter::new(
+            config.limits.login_free_failures,
+            config.limits.login_address_free_failures,
+            config.limits.login_max_delay,
+        );
+        let passwords = auth::PasswordWork::new(
+            config.limits.password_hash_concurrency,
+            config.limits.password_hash_queue,
+        );
         Ok(Arc::new(App {
             config,
             store,
@@ -84,7 +95,8 @@ impl App {
             tasks,
             channel,
             ready: AtomicBool::new(false),
-            login_limiter: auth::LoginLimiter::default(),
+            login_limiter,
+            passwords,
             unknown_user_hash,
             proxmox: proxmox::registry::Registry::default(),
             dumps: agentwork::DumpHandoffs::default(),

@@ -38,7 +38,19 @@ pub fn routes(table: &mut RouteTable) {
     );
 }
 
-async fn metrics(app: Arc<App>, _request: ApiRequest) -> ApiResult {
+async fn metrics(app: Arc<App>, request: ApiRequest) -> ApiResult {
+    // With a metrics token set, a scrape must carry it (it is not a user credential).
+    if let Some(token) = &app.config.limits.metrics_token {
+        let given = request
+            .header("authorization")
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !crate::auth::constant_time_equal(given.trim(), token) {
+            return Err(super::ApiError::unauthorized(
+                "/metrics needs the metrics token as a Bearer credential",
+            ));
+        }
+    }
     // Read at scrape time: the registry of live connections is the one source of the count.
     app.metrics
         .agents_connected
