@@ -8,7 +8,7 @@ use crate::api::ApiError;
 use crate::api::users::{insert_user, validate_email, validate_username};
 use crate::auth::{self, Role};
 use crate::clock;
-use crate::store::records::{TicketRecord, UserRecord};
+use crate::store::records::UserRecord;
 use crate::store::{Store, StoreError, Table};
 
 /// A failure of an administrative command, printed as one line.
@@ -110,12 +110,7 @@ pub fn reset_password(data_dir: &Path, username: &str, password: &str) -> Result
         current.password_hash = hash;
         current.updated_at = clock::now_rfc3339();
         write.put(Table::Users, &current.id, &current)?;
-        let tickets: Vec<(String, TicketRecord)> = write.list(Table::Tickets)?;
-        for (key, ticket) in tickets {
-            if ticket.user == current.id {
-                write.delete(Table::Tickets, &key)?;
-            }
-        }
+        crate::store::tickets::remove_of_user(write, &current.id)?;
         Ok::<_, StoreError>(())
     })?;
     Ok(())

@@ -115,6 +115,7 @@ impl App {
                 .map_err(ServeError::Startup)?;
         }
         self.tasks.start();
+        start_ticket_sweep(self);
         let quic = self
             .channel
             .start()
@@ -130,6 +131,37 @@ impl App {
         self.tasks.shutdown().await;
         self.proxmox.shutdown().await;
     }
+}
+
+/// Deletes expired login tickets every `ticket_sweep_interval`, until the app is dropped.
+fn start_ticket_sweep(app: &Arc<App>) {
+    let app = Arc::downgrade(app);
+    tokio::spawn(async move {
+        let Some(interval) = app
+            .upgrade()
+            .map(|app| app.config.limits.ticket_sweep_interval)
+        else {
+            return;
+        };
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let Some(app) = app.upgrade() else { return };
+            let swept = tokio::task::spawn_blocking(move || {
+                let now = clock::unix_now();
+                app.store
+                    .write(|write| store::tickets::sweep_expired(write, now, 10_000))
+            })
+            .await;
+            match swept {
+                Ok(Ok(0)) => {}
+                Ok(Ok(count)) => tracing::debug!(count, "deleted expired login tickets"),
+                Ok(Err(error)) => tracing::warn!(%error, "cannot delete expired login tickets"),
+                Err(error) => tracing::error!(%error, "the ticket sweep panicked"),
+            }
+        }
+    });
 }
 
 /// Installs the aws-lc-rs crypto provider for rustls once per process.

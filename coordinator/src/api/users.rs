@@ -11,7 +11,7 @@ use super::{Access, ApiError, ApiRequest, ApiResult, RouteTable, created, no_con
 use crate::App;
 use crate::auth::{self, Credential, Role};
 use crate::clock;
-use crate::store::records::{ApiKeyRecord, InstanceRecord, Quota, TicketRecord, UserRecord};
+use crate::store::records::{ApiKeyRecord, InstanceRecord, Quota, UserRecord};
 use crate::store::{StoreError, Table, Write};
 
 pub fn routes(table: &mut RouteTable) {
@@ -400,13 +400,7 @@ fn count_admins(write: &Write<'_>) -> Result<usize, StoreError> {
 }
 
 fn remove_tickets_of(write: &mut Write<'_>, user: &str) -> Result<(), StoreError> {
-    let tickets: Vec<(String, TicketRecord)> = write.list(Table::Tickets)?;
-    for (hash, ticket) in tickets {
-        if ticket.user == user {
-            write.delete(Table::Tickets, &hash)?;
-        }
-    }
-    Ok(())
+    crate::store::tickets::remove_of_user(write, user).map(|_| ())
 }
 
 async fn delete_user(app: Arc<App>, request: ApiRequest) -> ApiResult {
@@ -489,7 +483,8 @@ async fn create_ticket(app: Arc<App>, request: ApiRequest) -> ApiResult {
     };
     app.login_limiter.succeeded(&username, &address);
     let (text, hash, record) = auth::new_ticket(&user.id, app.config.ticket_ttl);
-    app.store.put(Table::Tickets, &hash, &record)?;
+    app.store
+        .write(|write| crate::store::tickets::insert(write, &hash, &record))?;
     created(&json!({
         "ticket": text,
         "userid": user.id,
@@ -501,7 +496,8 @@ async fn create_ticket(app: Arc<App>, request: ApiRequest) -> ApiResult {
 async fn delete_ticket(app: Arc<App>, request: ApiRequest) -> ApiResult {
     match &request.principal()?.credential {
         Credential::Ticket { hash, .. } => {
-            app.store.delete(Table::Tickets, hash)?;
+            app.store
+                .write(|write| crate::store::tickets::remove(write, hash))?;
             no_content()
         }
         Credential::ApiKey(_) => Err(ApiError::invalid_field(
