@@ -42,6 +42,10 @@ pub struct App {
     pub login_limiter: auth::LoginLimiter,
     /// Password hashing on the blocking pool, with a bounded queue.
     pub passwords: auth::PasswordWork,
+    /// Task event streams (SSE) open per user.
+    pub event_streams: api::tasks::UserSlots,
+    /// Requests with `?wait=` waiting per user.
+    pub waiting_requests: api::tasks::UserSlots,
     /// A password hash checked when a login names an unknown user, so timing does not tell.
     pub unknown_user_hash: String,
     /// The registered Proxmox nodes and their clients.
@@ -97,6 +101,8 @@ impl App {
             ready: AtomicBool::new(false),
             login_limiter,
             passwords,
+            event_streams: api::tasks::UserSlots::default(),
+            waiting_requests: api::tasks::UserSlots::default(),
             unknown_user_hash,
             proxmox: proxmox::registry::Registry::default(),
             dumps: agentwork::DumpHandoffs::default(),

@@ -493,3 +493,102 @@ async fn an_email_change_does_not_tell_whether_the_address_is_registered() {
     assert_eq!(owner.body["total"], 1);
     assert_eq!(owner.body["data"][0]["username"], "bob");
 }
+
+/// A task that runs until it is cancelled.
+async fn until_cancelled(
+    context: coordinator::tasks::TaskContext,
+) -> Result<serde_json::Value, coordinator::tasks::TaskFailure> {
+    context.cancelled().cancelled().await;
+    Ok(serde_json::Value::Null)
+}
+
+#[tokio::test]
+async fn event_streams_and_waiting_requests_are_capped_per_user() {
+    let server = TestServer::start_with(|config| {
+        config.limits.max_event_streams_per_user = 2;
+        config.limits.max_waiting_requests_per_user = 1;
+    })
+    .await;
+    let (alice, alice_key) = server.customer("alice").await;
+    let app = server.app().clone();
+    app.tasks.register("test.endless", until_cancelled);
+    let (task, _) = app
+        .tasks
+        .submit(coordinator::tasks::NewTask::new("test.endless", &alice))
+        .unwrap();
+    let path = format!("{}/api/v1/task/{}/events", server.url, task.id);
+    let open = |key: String| {
+        let request = server.client.get(&path).header("x-api-key", key);
+        async move { request.send().await.unwrap() }
+    };
+    let first = open(alice_key.clone()).await;
+    let second = open(alice_key.clone()).await;
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    assert_eq!(open(alice_key.clone()).await.status(), 429);
+    drop(first);
+    let mut reopened = 0;
+    for _ in 0..100 {
+        reopened = open(alice_key.clone()).await.status().as_u16();
+        if reopened == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(reopened, 200, "a closed stream gives its place back");
+
+    // One waiting request per user: the second is refused before any task exists.
+    let request = |user: &str| {
+        let mut request = coordinator::api::ApiRequest::new(
+            http::Method::POST,
+            "/api/v1/instance/101/status/start".into(),
+            "wait=30",
+            http::HeaderMap::new(),
+            bytes::Bytes::new(),
+            None,
+        );
+        request.principal = Some(coordinator::auth::Principal {
+            user_id: user.to_string(),
+            username: user.to_string(),
+            role: coordinator::auth::Role::Customer,
+            credential: coordinator::auth::Credential::ApiKey("test".into()),
+            instance_scope: None,
+        });
+        request
+    };
+    let first_request = request("u1");
+    let mut first = Box::pin(coordinator::api::tasks::respond_with_task(
+        &app,
+        &first_request,
+        coordinator::tasks::NewTask::new("test.endless", "u1"),
+    ));
+    // Driven until it waits for the task, so it holds its place; kept alive below.
+    let still_waiting = tokio::time::timeout(Duration::from_millis(300), &mut first).await;
+    assert!(still_waiting.is_err(), "the first request waits");
+    let second = coordinator::api::tasks::respond_with_task(
+        &app,
+        &request("u1"),
+        coordinator::tasks::NewTask::new("test.endless", "u1"),
+    )
+    .await;
+    assert_eq!(
+        second.err().map(|error| error.status.as_u16()),
+        Some(429),
+        "a second waiting request of u1 is refused"
+    );
+    let other = coordinator::api::tasks::respond_with_task(
+        &app,
+        &request("u2"),
+        coordinator::tasks::NewTask::new("test.echo.none", "u2"),
+    )
+    .await;
+    assert!(
+        other
+            .as_ref()
+            .map_or_else(|error| error.status != 429, |_| true),
+        "another user may wait"
+    );
+    drop(first);
+}
