@@ -11,7 +11,7 @@
 //! Invariant: a principal comes only from a verified credential; handlers never look at
 //! credentials themselves.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,9 @@ pub enum AuthError {
     /// A password could not be hashed.
     #[error("the password could not be hashed: {0}")]
     Hashing(String),
+    /// Too many password checks are running or waiting; retry shortly.
+    #[error("too many password checks at once; retry shortly")]
+    Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -133,7 +136,8 @@ pub fn sha256_hex(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-fn constant_time_equal(left: &str, right: &str) -> bool {
+/// Compares two secrets without stopping at the first difference.
+pub fn constant_time_equal(left: &str, right: &str) -> bool {
     left.len() == right.len()
         && left
             .bytes()
@@ -202,63 +206,72 @@ pub fn new_ticket(user: &str, ttl: Duration) -> (String, String, TicketRecord) {
     (text.clone(), sha256_hex(&text), record)
 }
 
-/// Counts recent failures per key in a sliding window. Pure: the time is passed in.
+/// Growing delays after failed logins, per key. Pure: the time is passed in.
+///
+/// The first `free` failures cost nothing; each one after doubles the wait before the next
+/// attempt (1 s, 2 s, 4 s, ...) up to `max_delay`. A key quiet for twice `max_delay` starts over.
 #[derive(Debug)]
-pub struct FailureWindow {
-    window: Duration,
-    limit: usize,
-    failures: HashMap<String, VecDeque<Instant>>,
+pub struct LoginDelays {
+    free: u32,
+    max_delay: Duration,
+    failures: HashMap<String, (u32, Instant)>,
 }
 
-impl FailureWindow {
-    pub fn new(window: Duration, limit: usize) -> FailureWindow {
-        FailureWindow {
-            window,
-            limit,
+/// The most keys remembered; beyond it, those no longer delayed are forgotten first.
+const MAX_LOGIN_KEYS: usize = 100_000;
+
+impl LoginDelays {
+    pub fn new(free: u32, max_delay: Duration) -> LoginDelays {
+        LoginDelays {
+            free,
+            max_delay,
             failures: HashMap::new(),
         }
     }
 
-    fn prune(&mut self, key: &str, now: Instant) {
-        if let Some(times) = self.failures.get_mut(key) {
-            while times
-                .front()
-                .is_some_and(|first| now.duration_since(*first) >= self.window)
-            {
-                times.pop_front();
-            }
-            if times.is_empty() {
-                self.failures.remove(key);
-            }
+    fn delay(&self, count: u32) -> Duration {
+        if count <= self.free {
+            return Duration::ZERO;
         }
+        let doublings = (count - self.free - 1).min(30);
+        Duration::from_secs(1u64 << doublings).min(self.max_delay)
     }
 
-    /// `Err(seconds)` to wait when the key has reached its limit.
-    pub fn check(&mut self, key: &str, now: Instant) -> Result<(), u64> {
-        self.prune(key, now);
-        match self.failures.get(key) {
-            Some(times) if times.len() >= self.limit => {
-                let oldest = times.front().copied().unwrap_or(now);
-                let wait = self.window.saturating_sub(now.duration_since(oldest));
-                Err(wait.as_secs().max(1))
-            }
-            _ => Ok(()),
+    fn forgotten(&self, last: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(last) >= self.max_delay * 2
+    }
+
+    /// `Err(seconds)` to wait when the key's delay has not passed yet.
+    pub fn check(&self, key: &str, now: Instant) -> Result<(), u64> {
+        let Some(&(count, last)) = self.failures.get(key) else {
+            return Ok(());
+        };
+        if self.forgotten(last, now) {
+            return Ok(());
         }
+        let ready = last + self.delay(count);
+        if now >= ready {
+            return Ok(());
+        }
+        Err(ready.duration_since(now).as_secs_f64().ceil().max(1.0) as u64)
     }
 
     pub fn record_failure(&mut self, key: &str, now: Instant) {
-        if self.failures.len() > 100_000 {
-            let window = self.window;
-            self.failures.retain(|_, times| {
-                times
-                    .back()
-                    .is_some_and(|last| now.duration_since(*last) < window)
-            });
+        if self.failures.len() >= MAX_LOGIN_KEYS {
+            let max_delay = self.max_delay;
+            self.failures
+                .retain(|_, (_, last)| now.saturating_duration_since(*last) < max_delay * 2);
         }
-        self.failures
-            .entry(key.to_string())
-            .or_default()
-            .push_back(now);
+        let forgotten = self
+            .failures
+            .get(key)
+            .is_some_and(|&(_, last)| self.forgotten(last, now));
+        let entry = self.failures.entry(key.to_string()).or_insert((0, now));
+        if forgotten {
+            entry.0 = 0;
+        }
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = now;
     }
 
     pub fn clear(&mut self, key: &str) {
@@ -266,48 +279,121 @@ impl FailureWindow {
     }
 }
 
-/// Login throttling per user and per address.
+/// Login throttling by user and address together, plus a looser limit per address: wrong
+/// passwords from one address delay only that address, so they never lock the owner out from
+/// another one.
 #[derive(Debug)]
 pub struct LoginLimiter {
-    per_user: Mutex<FailureWindow>,
-    per_address: Mutex<FailureWindow>,
+    per_user_and_address: Mutex<LoginDelays>,
+    per_address: Mutex<LoginDelays>,
 }
 
 impl Default for LoginLimiter {
     fn default() -> Self {
-        LoginLimiter {
-            per_user: Mutex::new(FailureWindow::new(Duration::from_secs(300), 5)),
-            per_address: Mutex::new(FailureWindow::new(Duration::from_secs(300), 20)),
-        }
+        LoginLimiter::new(3, 50, Duration::from_secs(300))
     }
 }
 
+fn pair_key(username: &str, address: &str) -> String {
+    format!("{address} {username}")
+}
+
 impl LoginLimiter {
-    /// Refuses when either the user or the address has failed too often.
+    pub fn new(free: u32, address_free: u32, max_delay: Duration) -> LoginLimiter {
+        LoginLimiter {
+            per_user_and_address: Mutex::new(LoginDelays::new(free, max_delay)),
+            per_address: Mutex::new(LoginDelays::new(address_free, max_delay)),
+        }
+    }
+
+    /// Refuses with 429 while the user at this address, or the address, must wait.
     pub fn check(&self, username: &str, address: &str) -> Result<(), AuthError> {
         let now = Instant::now();
-        let user = self.per_user.lock().map(|mut w| w.check(username, now));
-        let address = self.per_address.lock().map(|mut w| w.check(address, now));
-        match (user, address) {
-            (Ok(Err(wait)), _) | (_, Ok(Err(wait))) => Err(AuthError::RateLimited(wait)),
-            _ => Ok(()),
-        }
+        let lock = |delays: &Mutex<LoginDelays>, key: &str| {
+            delays
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .check(key, now)
+        };
+        lock(&self.per_user_and_address, &pair_key(username, address))
+            .and_then(|()| lock(&self.per_address, address))
+            .map_err(AuthError::RateLimited)
     }
 
     pub fn failed(&self, username: &str, address: &str) {
         let now = Instant::now();
-        if let Ok(mut window) = self.per_user.lock() {
-            window.record_failure(username, now);
-        }
-        if let Ok(mut window) = self.per_address.lock() {
-            window.record_failure(address, now);
+        self.per_user_and_address
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .record_failure(&pair_key(username, address), now);
+        self.per_address
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .record_failure(address, now);
+    }
+
+    pub fn succeeded(&self, username: &str, address: &str) {
+        self.per_user_and_address
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear(&pair_key(username, address));
+    }
+}
+
+/// Password hashing off the async workers: at most `concurrency` hashes at once on the blocking
+/// pool, at most `queue` more waiting; beyond that a caller is told to come back (503).
+#[derive(Debug)]
+pub struct PasswordWork {
+    permits: tokio::sync::Semaphore,
+    admitted: std::sync::atomic::AtomicUsize,
+    most: usize,
+}
+
+/// Gives a place in the password queue back when dropped.
+struct Admitted<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl PasswordWork {
+    pub fn new(concurrency: usize, queue: usize) -> PasswordWork {
+        PasswordWork {
+            permits: tokio::sync::Semaphore::new(concurrency.max(1)),
+            admitted: std::sync::atomic::AtomicUsize::new(0),
+            most: concurrency.max(1) + queue,
         }
     }
 
-    pub fn succeeded(&self, username: &str) {
-        if let Ok(mut window) = self.per_user.lock() {
-            window.clear(username);
+    async fn run<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, AuthError> {
+        use std::sync::atomic::Ordering;
+        let busy = || AuthError::Busy;
+        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.most {
+            self.admitted.fetch_sub(1, Ordering::AcqRel);
+            return Err(busy());
         }
+        let _admitted = Admitted(&self.admitted);
+        let _permit = self.permits.acquire().await.map_err(|_| busy())?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|error| AuthError::Hashing(error.to_string()))
+    }
+
+    /// Hashes a password on the blocking pool.
+    pub async fn hash(&self, password: &str) -> Result<String, AuthError> {
+        let password = password.to_string();
+        self.run(move || hash_password(&password)).await?
+    }
+
+    /// Checks a password against its stored hash on the blocking pool.
+    pub async fn verify(&self, password: &str, hash: &str) -> Result<bool, AuthError> {
+        let (password, hash) = (password.to_string(), hash.to_string());
+        self.run(move || verify_password(&password, &hash)).await
     }
 }
 
@@ -448,21 +534,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failure_window_limits_then_forgets() {
+    fn login_delays_grow_then_forget() {
         let start = Instant::now();
-        let mut window = FailureWindow::new(Duration::from_secs(60), 3);
-        for _ in 0..3 {
-            assert!(window.check("alice", start).is_ok());
-            window.record_failure("alice", start);
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let mut delays = LoginDelays::new(2, Duration::from_secs(8));
+        // (seconds after start, failures recorded before, wait expected)
+        let steps: &[(u64, u32, Option<u64>)] = &[
+            (0, 0, None),
+            (0, 2, None),    // two free failures
+            (0, 1, Some(1)), // the third waits 1 s
+            (1, 0, None),
+            (1, 1, Some(2)), // the fourth 2 s
+            (3, 1, Some(4)),
+            (7, 1, Some(8)),
+            (15, 1, Some(8)), // capped at the maximum
+            (23, 0, None),
+            (40, 0, None), // quiet for twice the maximum: forgotten
+            (40, 1, None),
+        ];
+        for (index, &(seconds, failures, wait)) in steps.iter().enumerate() {
+            for _ in 0..failures {
+                delays.record_failure("alice", at(seconds));
+            }
+            assert_eq!(
+                delays.check("alice", at(seconds)).err(),
+                wait,
+                "step {index}"
+            );
         }
-        let wait = window.check("alice", start).unwrap_err();
-        assert_eq!(wait, 60);
-        assert!(window.check("bob", start).is_ok());
-        assert!(
-            window
-                .check("alice", start + Duration::from_secs(61))
-                .is_ok()
-        );
+        assert!(delays.check("bob", at(40)).is_ok());
+    }
+
+    #[test]
+    fn wrong_passwords_from_one_address_do_not_delay_another() {
+        let limiter = LoginLimiter::new(1, 100, Duration::from_secs(60));
+        for _ in 0..5 {
+            limiter.failed("admin", "192.0.2.1");
+        }
+        assert!(limiter.check("admin", "192.0.2.1").is_err());
+        assert!(limiter.check("admin", "192.0.2.2").is_ok());
+        assert!(limiter.check("alice", "192.0.2.1").is_ok());
+        limiter.succeeded("admin", "192.0.2.1");
+        assert!(limiter.check("admin", "192.0.2.1").is_ok());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Precedence, lowest first: built-in defaults, the TOML file, `HOSTPLANE_*` environment variables,
 //! command-line flags. Clap merges the last two; [`Config::resolve`] lays them over the file.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -63,6 +63,215 @@ pub struct FileConfig {
     pub acme_check_interval_seconds: Option<u64>,
     /// How long after a failed renewal the next attempt waits.
     pub acme_retry_seconds: Option<u64>,
+    /// Limits and timeouts against slow or hostile clients (`[limits]`).
+    pub limits: Option<LimitSettings>,
+}
+
+/// Limits and timeouts against slow or hostile clients: the `[limits]` table of the file, and
+/// the same names as flags and `HOSTPLANE_*` environment variables. Every field is optional.
+#[derive(Debug, Default, Clone, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Seconds a client has to send a request's headers once it started one.
+    #[arg(long, env = "HOSTPLANE_HTTP_HEADER_TIMEOUT_SECONDS")]
+    pub http_header_timeout_seconds: Option<u64>,
+    /// Seconds a connection with no request in progress may stay silent before it is closed.
+    #[arg(long, env = "HOSTPLANE_HTTP_IDLE_TIMEOUT_SECONDS")]
+    pub http_idle_timeout_seconds: Option<u64>,
+    /// The most open HTTP connections in total.
+    #[arg(long, env = "HOSTPLANE_HTTP_MAX_CONNECTIONS")]
+    pub http_max_connections: Option<usize>,
+    /// The most open HTTP connections from one address (trusted proxies are not limited).
+    #[arg(long, env = "HOSTPLANE_HTTP_MAX_CONNECTIONS_PER_ADDRESS")]
+    pub http_max_connections_per_address: Option<usize>,
+    /// The most task event streams (SSE) one user may hold open.
+    #[arg(long, env = "HOSTPLANE_MAX_EVENT_STREAMS_PER_USER")]
+    pub max_event_streams_per_user: Option<usize>,
+    /// The most requests with `?wait=` one user may have waiting at once.
+    #[arg(long, env = "HOSTPLANE_MAX_WAITING_REQUESTS_PER_USER")]
+    pub max_waiting_requests_per_user: Option<usize>,
+    /// Failed logins of one user from one address before delays start.
+    #[arg(long, env = "HOSTPLANE_LOGIN_FREE_FAILURES")]
+    pub login_free_failures: Option<u32>,
+    /// The longest delay, in seconds, failed logins of one user from one address lead to.
+    #[arg(long, env = "HOSTPLANE_LOGIN_MAX_DELAY_SECONDS")]
+    pub login_max_delay_seconds: Option<u64>,
+    /// Failed logins from one address, for any users, before that address is delayed too.
+    #[arg(long, env = "HOSTPLANE_LOGIN_ADDRESS_FREE_FAILURES")]
+    pub login_address_free_failures: Option<u32>,
+    /// Password hashes computed at once (each on a blocking thread).
+    #[arg(long, env = "HOSTPLANE_PASSWORD_HASH_CONCURRENCY")]
+    pub password_hash_concurrency: Option<usize>,
+    /// Password hashes that may wait for a thread; beyond it a login is answered 503.
+    #[arg(long, env = "HOSTPLANE_PASSWORD_HASH_QUEUE")]
+    pub password_hash_queue: Option<usize>,
+    /// How often expired login tickets are deleted, seconds.
+    #[arg(long, env = "HOSTPLANE_TICKET_SWEEP_INTERVAL_SECONDS")]
+    pub ticket_sweep_interval_seconds: Option<u64>,
+    /// Pending QUIC handshakes above which new agents must prove their address (QUIC Retry).
+    #[arg(long, env = "HOSTPLANE_QUIC_RETRY_ABOVE_HANDSHAKES")]
+    pub quic_retry_above_handshakes: Option<usize>,
+    /// Addresses of reverse proxies whose `X-Forwarded-For` is believed (comma-separated).
+    #[arg(long, env = "HOSTPLANE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// A token `/metrics` requires as `Authorization: Bearer <token>`; without it `/metrics`
+    /// is public.
+    #[arg(long, env = "HOSTPLANE_METRICS_TOKEN")]
+    pub metrics_token: Option<String>,
+}
+
+impl LimitSettings {
+    /// These settings with every unset one taken from `lower`.
+    pub fn over(self, lower: LimitSettings) -> LimitSettings {
+        LimitSettings {
+            http_header_timeout_seconds: self
+                .http_header_timeout_seconds
+                .or(lower.http_header_timeout_seconds),
+            http_idle_timeout_seconds: self
+                .http_idle_timeout_seconds
+                .or(lower.http_idle_timeout_seconds),
+            http_max_connections: self.http_max_connections.or(lower.http_max_connections),
+            http_max_connections_per_address: self
+                .http_max_connections_per_address
+                .or(lower.http_max_connections_per_address),
+            max_event_streams_per_user: self
+                .max_event_streams_per_user
+                .or(lower.max_event_streams_per_user),
+            max_waiting_requests_per_user: self
+                .max_waiting_requests_per_user
+                .or(lower.max_waiting_requests_per_user),
+            login_free_failures: self.login_free_failures.or(lower.login_free_failures),
+            login_max_delay_seconds: self
+                .login_max_delay_seconds
+                .or(lower.login_max_delay_seconds),
+            login_address_free_failures: self
+                .login_address_free_failures
+                .or(lower.login_address_free_failures),
+            password_hash_concurrency: self
+                .password_hash_concurrency
+                .or(lower.password_hash_concurrency),
+            password_hash_queue: self.password_hash_queue.or(lower.password_hash_queue),
+            ticket_sweep_interval_seconds: self
+                .ticket_sweep_interval_seconds
+                .or(lower.ticket_sweep_interval_seconds),
+            quic_retry_above_handshakes: self
+                .quic_retry_above_handshakes
+                .or(lower.quic_retry_above_handshakes),
+            trusted_proxies: self.trusted_proxies.or(lower.trusted_proxies),
+            metrics_token: self.metrics_token.or(lower.metrics_token),
+        }
+    }
+}
+
+/// The resolved limits and timeouts.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub http_header_timeout: Duration,
+    pub http_idle_timeout: Duration,
+    pub http_max_connections: usize,
+    pub http_max_connections_per_address: usize,
+    pub max_event_streams_per_user: usize,
+    pub max_waiting_requests_per_user: usize,
+    pub login_free_failures: u32,
+    pub login_max_delay: Duration,
+    pub login_address_free_failures: u32,
+    pub password_hash_concurrency: usize,
+    pub password_hash_queue: usize,
+    pub ticket_sweep_interval: Duration,
+    pub quic_retry_above_handshakes: usize,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpAddr>,
+    pub metrics_token: Option<String>,
+}
+
+fn at_least(key: &'static str, value: usize, least: usize) -> Result<usize, ConfigError> {
+    if value < least {
+        return Err(ConfigError::Invalid {
+            key,
+            message: format!("must be at least {least}"),
+        });
+    }
+    Ok(value)
+}
+
+impl Limits {
+    fn resolve(settings: LimitSettings) -> Result<Limits, ConfigError> {
+        let trusted_proxies = settings
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .map(|text| {
+                text.trim()
+                    .parse::<IpAddr>()
+                    .map_err(|_| ConfigError::Invalid {
+                        key: "trusted_proxies",
+                        message: format!("{text:?} is not an IP address"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if settings
+            .metrics_token
+            .as_deref()
+            .is_some_and(|token| token.len() < 16)
+        {
+            return Err(ConfigError::Invalid {
+                key: "metrics_token",
+                message: "must be at least 16 characters".into(),
+            });
+        }
+        let hash_threads = std::thread::available_parallelism().map_or(2, |count| count.get());
+        Ok(Limits {
+            http_header_timeout: positive(
+                "http_header_timeout_seconds",
+                settings.http_header_timeout_seconds.unwrap_or(10),
+            )?,
+            http_idle_timeout: positive(
+                "http_idle_timeout_seconds",
+                settings.http_idle_timeout_seconds.unwrap_or(60),
+            )?,
+            http_max_connections: at_least(
+                "http_max_connections",
+                settings.http_max_connections.unwrap_or(10_000),
+                1,
+            )?,
+            http_max_connections_per_address: at_least(
+                "http_max_connections_per_address",
+                settings.http_max_connections_per_address.unwrap_or(256),
+                1,
+            )?,
+            max_event_streams_per_user: at_least(
+                "max_event_streams_per_user",
+                settings.max_event_streams_per_user.unwrap_or(16),
+                1,
+            )?,
+            max_waiting_requests_per_user: at_least(
+                "max_waiting_requests_per_user",
+                settings.max_waiting_requests_per_user.unwrap_or(32),
+                1,
+            )?,
+            login_free_failures: settings.login_free_failures.unwrap_or(3),
+            login_max_delay: positive(
+                "login_max_delay_seconds",
+                settings.login_max_delay_seconds.unwrap_or(300),
+            )?,
+            login_address_free_failures: settings.login_address_free_failures.unwrap_or(50),
+            password_hash_concurrency: at_least(
+                "password_hash_concurrency",
+                settings
+                    .password_hash_concurrency
+                    .unwrap_or(hash_threads.div_ceil(2)),
+                1,
+            )?,
+            password_hash_queue: settings.password_hash_queue.unwrap_or(64),
+            ticket_sweep_interval: positive(
+                "ticket_sweep_interval_seconds",
+                settings.ticket_sweep_interval_seconds.unwrap_or(600),
+            )?,
+            quic_retry_above_handshakes: settings.quic_retry_above_handshakes.unwrap_or(64),
+            trusted_proxies,
+            metrics_token: settings.metrics_token,
+        })
+    }
 }
 
 impl FileConfig {
@@ -105,6 +314,8 @@ pub struct Overrides {
     pub tls_key: Option<PathBuf>,
     pub ticket_ttl_seconds: Option<u64>,
     pub agent_cert_lifetime_seconds: Option<u64>,
+    /// Limits and timeouts given as flags or in the environment.
+    pub limits: LimitSettings,
     pub dev: bool,
 }
 
@@ -126,6 +337,8 @@ pub struct Config {
     pub package_policy: protocol::names::package_policy::PackagePolicy,
     /// Where and how certificates are issued through ACME.
     pub acme: AcmeSettings,
+    /// Limits and timeouts against slow or hostile clients.
+    pub limits: Limits,
     /// Development mode: built-in Proxmox simulator, local addresses, an admin key printed.
     pub dev: bool,
 }
@@ -231,6 +444,12 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let dev = overrides.dev;
         let acme = AcmeSettings::resolve(&file)?;
+        let limits = Limits::resolve(
+            overrides
+                .limits
+                .clone()
+                .over(file.limits.clone().unwrap_or_default()),
+        )?;
         let data_dir = match overrides.data_dir.or(file.data_dir) {
             Some(dir) => dir,
             None if dev => dev_data_dir.ok_or(ConfigError::NoDataDir)?,
@@ -355,6 +574,7 @@ impl Config {
             json_logs,
             package_policy,
             acme,
+            limits,
             dev,
         })
     }
@@ -424,6 +644,13 @@ mod tests {
                 "acme_check_interval_seconds = 0",
                 "acme_check_interval_seconds",
             ),
+            (
+                "[limits]\nhttp_header_timeout_seconds = 0",
+                "http_header_timeout_seconds",
+            ),
+            ("[limits]\ntrusted_proxies = [\"proxy\"]", "trusted_proxies"),
+            ("[limits]\nhttp_max_connections = 0", "http_max_connections"),
+            ("[limits]\nsome_limit = 1", "some_limit"),
         ];
         for (text, expected) in cases {
             let error = resolve(text, Overrides::default()).unwrap_err();
@@ -432,6 +659,24 @@ mod tests {
                 "{text:?} gave {error:?}, expected it to mention {expected:?}"
             );
         }
+    }
+
+    #[test]
+    fn limits_come_from_the_file_unless_a_flag_says_otherwise() {
+        let file = "[limits]\nhttp_idle_timeout_seconds = 5\nhttp_max_connections = 7\n\
+                    trusted_proxies = [\"10.0.0.1\", \"::1\"]";
+        let overrides = Overrides {
+            limits: LimitSettings {
+                http_max_connections: Some(9),
+                ..LimitSettings::default()
+            },
+            ..Overrides::default()
+        };
+        let config = resolve(file, overrides).unwrap();
+        assert_eq!(config.limits.http_idle_timeout, Duration::from_secs(5));
+        assert_eq!(config.limits.http_max_connections, 9);
+        assert_eq!(config.limits.http_header_timeout, Duration::from_secs(10));
+        assert_eq!(config.limits.trusted_proxies.len(), 2);
     }
 
     #[test]

@@ -43,6 +43,12 @@ pub struct App {
     pub ready: AtomicBool,
     /// Login throttling per user and address.
     pub login_limiter: auth::LoginLimiter,
+    /// Password hashing on the blocking pool, with a bounded queue.
+    pub passwords: auth::PasswordWork,
+    /// Task event streams (SSE) open per user.
+    pub event_streams: api::tasks::UserSlots,
+    /// Requests with `?wait=` waiting per user.
+    pub waiting_requests: api::tasks::UserSlots,
     /// A password hash checked when a login names an unknown user, so timing does not tell.
     pub unknown_user_hash: String,
     /// The registered Proxmox nodes and their clients.
@@ -79,6 +85,15 @@ impl App {
         let acme = acme::Acme::new(acme::AcmeClient::new(config.acme.clone(), store.clone()));
         let channel = channel::Channel::open(&config, &store)
             .map_err(|error| ServeError::Startup(error.to_string()))?;
+        let login_limiter = auth::LoginLimiter::new(
+            config.limits.login_free_failures,
+            config.limits.login_address_free_failures,
+            config.limits.login_max_delay,
+        );
+        let passwords = auth::PasswordWork::new(
+            config.limits.password_hash_concurrency,
+            config.limits.password_hash_queue,
+        );
         Ok(Arc::new(App {
             config,
             store,
@@ -87,7 +102,10 @@ impl App {
             tasks,
             channel,
             ready: AtomicBool::new(false),
-            login_limiter: auth::LoginLimiter::default(),
+            login_limiter,
+            passwords,
+            event_streams: api::tasks::UserSlots::default(),
+            waiting_requests: api::tasks::UserSlots::default(),
             unknown_user_hash,
             proxmox: proxmox::registry::Registry::default(),
             dumps: agentwork::DumpHandoffs::default(),
@@ -106,6 +124,7 @@ impl App {
                 .map_err(ServeError::Startup)?;
         }
         self.tasks.start();
+        start_ticket_sweep(self);
         let quic = self
             .channel
             .start()
@@ -121,6 +140,37 @@ impl App {
         self.tasks.shutdown().await;
         self.proxmox.shutdown().await;
     }
+}
+
+/// Deletes expired login tickets every `ticket_sweep_interval`, until the app is dropped.
+fn start_ticket_sweep(app: &Arc<App>) {
+    let app = Arc::downgrade(app);
+    tokio::spawn(async move {
+        let Some(interval) = app
+            .upgrade()
+            .map(|app| app.config.limits.ticket_sweep_interval)
+        else {
+            return;
+        };
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let Some(app) = app.upgrade() else { return };
+            let swept = tokio::task::spawn_blocking(move || {
+                let now = clock::unix_now();
+                app.store
+                    .write(|write| store::tickets::sweep_expired(write, now, 10_000))
+            })
+            .await;
+            match swept {
+                Ok(Ok(0)) => {}
+                Ok(Ok(count)) => tracing::debug!(count, "deleted expired login tickets"),
+                Ok(Err(error)) => tracing::warn!(%error, "cannot delete expired login tickets"),
+                Err(error) => tracing::error!(%error, "the ticket sweep panicked"),
+            }
+        }
+    });
 }
 
 /// Installs the aws-lc-rs crypto provider for rustls once per process.

@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the API and the agent channel.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage users and API keys on this machine (the coordinator must be stopped).
     #[command(subcommand)]
     User(UserCommand),
@@ -87,6 +87,8 @@ struct ServeArgs {
     /// Lifetime of agent certificates, seconds.
     #[arg(long, env = "HOSTPLANE_AGENT_CERT_LIFETIME_SECONDS")]
     agent_cert_lifetime_seconds: Option<u64>,
+    #[command(flatten)]
+    limits: coordinator::config::LimitSettings,
 }
 
 fn dev_data_dir() -> Option<PathBuf> {
@@ -192,6 +194,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             user_command(&config.data_dir, command)
         }
         Command::Serve(args) => {
+            let args = *args;
             let file = FileConfig::load(cli.config.as_deref())?;
             let overrides = Overrides {
                 data_dir: cli.data_dir,
@@ -202,6 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tls_key: args.tls_key,
                 ticket_ttl_seconds: args.ticket_ttl_seconds,
                 agent_cert_lifetime_seconds: args.agent_cert_lifetime_seconds,
+                limits: args.limits,
                 dev: args.dev,
             };
             let config = Config::resolve(file, overrides, dev_data_dir())?;

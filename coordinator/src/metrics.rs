@@ -12,17 +12,50 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+// Every label value comes from a short fixed set: the standard methods or `OTHER`, the route
+// patterns of the table (or a fixed name for unknown paths), and status classes. A client
+// choosing methods, paths or statuses cannot add series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     route: String,
-    status: u16,
+    status: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
+    method: &'static str,
     route: String,
+}
+
+/// The method's label: one of the standard methods, else `OTHER`.
+pub fn method_label(method: &Method) -> &'static str {
+    const STANDARD: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::HEAD, "HEAD"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::PATCH, "PATCH"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::TRACE, "TRACE"),
+    ];
+    STANDARD
+        .iter()
+        .find(|(standard, _)| standard == method)
+        .map_or("OTHER", |(_, label)| label)
+}
+
+/// The status's label: its class, `1xx` to `5xx`.
+pub fn status_label(status: StatusCode) -> &'static str {
+    match status.as_u16() / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
 }
 
 /// A labelled gauge other modules set, e.g. tasks by state.
@@ -93,7 +126,7 @@ impl Metrics {
     }
 
     /// Counts one answered request under its route pattern (never the raw path, so ids do not
-    /// multiply the series).
+    /// multiply the series). `route` must come from the route table or be a fixed name.
     pub fn observe_request(
         &self,
         method: &Method,
@@ -103,14 +136,14 @@ impl Metrics {
     ) {
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.to_string(),
+                method: method_label(method),
                 route: route.to_string(),
-                status: status.as_u16(),
+                status: status_label(status),
             })
             .inc();
         self.latency
             .get_or_create(&RouteLabels {
-                method: method.to_string(),
+                method: method_label(method),
                 route: route.to_string(),
             })
             .observe(elapsed.as_secs_f64());
@@ -140,3 +173,25 @@ impl Metrics {
 
 /// Shared handle.
 pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_come_from_fixed_sets() {
+        let cases = [
+            ("GET", "GET"),
+            ("DELETE", "DELETE"),
+            ("BREW", "OTHER"),
+            ("get", "OTHER"),
+        ];
+        for (method, label) in cases {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), label);
+        }
+        assert_eq!(status_label(StatusCode::NOT_FOUND), "4xx");
+        assert_eq!(status_label(StatusCode::ACCEPTED), "2xx");
+        assert_eq!(status_label(StatusCode::GATEWAY_TIMEOUT), "5xx");
+    }
+}

@@ -1,21 +1,27 @@
 //! Starting and stopping the coordinator: open the store, bind the listeners, serve HTTP(S)
 //! until shutdown, write `endpoints.json`.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
 use crate::App;
 use crate::api::PeerAddress;
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::store::{Store, StoreError};
 
 /// Why the coordinator could not start or stopped with an error.
@@ -172,7 +178,8 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let (stop, stopped) = watch::channel(false);
     let scheme = if tls.is_some() { "https" } else { "http" };
     let filter = crate::api::filter(app.clone());
-    let server = tokio::spawn(accept_loop(listener, tls, filter, stopped));
+    let limits = app.config.limits.clone();
+    let server = tokio::spawn(accept_loop(listener, tls, filter, limits, stopped));
     app.ready.store(true, Ordering::Release);
     let running = Running {
         app,
@@ -187,13 +194,230 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     Ok(running)
 }
 
+/// Open connections, in total and per source address.
+#[derive(Debug, Default)]
+struct ConnectionBook {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+/// One admitted connection; dropping it gives its place back.
+struct ConnectionPermit {
+    book: Arc<Mutex<ConnectionBook>>,
+    address: IpAddr,
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let mut book = self
+            .book
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        book.total = book.total.saturating_sub(1);
+        if let Some(count) = book.per_address.get_mut(&self.address) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                book.per_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// Admits a connection from `address` unless a cap is reached. Trusted proxies carry many
+/// clients, so only the total cap applies to them.
+fn admit(
+    book: &Arc<Mutex<ConnectionBook>>,
+    limits: &Limits,
+    address: IpAddr,
+) -> Option<ConnectionPermit> {
+    let mut open = book.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if open.total >= limits.http_max_connections {
+        return None;
+    }
+    let from_address = open.per_address.get(&address).copied().unwrap_or(0);
+    if from_address >= limits.http_max_connections_per_address
+        && !limits.trusted_proxies.contains(&address)
+    {
+        return None;
+    }
+    open.total += 1;
+    *open.per_address.entry(address).or_insert(0) += 1;
+    Some(ConnectionPermit {
+        book: book.clone(),
+        address,
+    })
+}
+
+/// When a connection last moved bytes and how many of its requests are being answered.
+#[derive(Debug)]
+struct Activity {
+    origin: Instant,
+    last_millis: AtomicU64,
+    in_progress: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            origin: Instant::now(),
+            last_millis: AtomicU64::new(0),
+            in_progress: AtomicUsize::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let millis = self.origin.elapsed().as_millis() as u64;
+        self.last_millis.store(millis, Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_millis.load(Ordering::Relaxed));
+        self.origin.elapsed().saturating_sub(last)
+    }
+
+    fn busy(&self) -> bool {
+        self.in_progress.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// Counts a request as in progress until its answer is ready (or it is dropped).
+struct InProgress(Arc<Activity>);
+
+impl InProgress {
+    fn start(activity: &Arc<Activity>) -> InProgress {
+        activity.in_progress.fetch_add(1, Ordering::Relaxed);
+        InProgress(activity.clone())
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.in_progress.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// A byte stream that records when it last read or wrote anything.
+struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buffer.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(context, buffer);
+        if matches!(result, Poll::Ready(Ok(()))) && buffer.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(context, data);
+        if matches!(result, Poll::Ready(Ok(written)) if written > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(context)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(context)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffers: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(context, buffers);
+        if matches!(result, Poll::Ready(Ok(written)) if written > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Drives one connection: a connection with no request in progress that stays silent for the
+/// idle timeout is asked to close, and dropped if it does not within the header timeout; a
+/// server stop asks it to close after its requests.
+async fn drive<C, E>(
+    connection: C,
+    close: impl Fn(Pin<&mut C>),
+    activity: Arc<Activity>,
+    limits: Limits,
+    mut stopped: watch::Receiver<bool>,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut connection = std::pin::pin!(connection);
+    let mut stopping = *stopped.borrow();
+    if stopping {
+        close(connection.as_mut());
+    }
+    loop {
+        let wake = if activity.busy() {
+            limits.http_idle_timeout
+        } else {
+            limits
+                .http_idle_timeout
+                .saturating_sub(activity.quiet_for())
+        };
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "HTTP connection ended with an error");
+                }
+                return;
+            }
+            _ = stopped.changed(), if !stopping => {
+                stopping = true;
+                close(connection.as_mut());
+            }
+            _ = tokio::time::sleep(wake) => {
+                if !activity.busy() && activity.quiet_for() >= limits.http_idle_timeout {
+                    close(connection.as_mut());
+                    let _ = tokio::time::timeout(limits.http_header_timeout, connection.as_mut()).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Accepts connections until `stopped` turns true, then waits for open connections to finish
 /// their requests.
 async fn accept_loop<F>(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     filter: F,
-    mut stopped: watch::Receiver<bool>,
+    limits: Limits,
+    stopped: watch::Receiver<bool>,
 ) where
     F: warp::Filter<Extract = (crate::api::Reply,), Error = std::convert::Infallible>
         + Clone
@@ -201,48 +425,73 @@ async fn accept_loop<F>(
         + Sync
         + 'static,
 {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = TaskTracker::new();
+    let book = Arc::new(Mutex::new(ConnectionBook::default()));
+    let mut stop = stopped.clone();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(error) => {
                     tracing::warn!(%error, "accepting an HTTP connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
-            _ = stopped.changed() => break,
+            _ = stop.changed() => break,
+        };
+        let Some(permit) = admit(&book, &limits, peer.ip()) else {
+            tracing::debug!(%peer, "refused an HTTP connection: too many open");
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
+        let stream = Watched {
+            inner: stream,
+            activity: activity.clone(),
+        };
         let warp_service = warp::service(filter.clone());
+        let requests = activity.clone();
         let service =
             hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(PeerAddress(peer));
                 let mut warp_service = warp_service.clone();
-                warp_service.call(request)
+                let in_progress = InProgress::start(&requests);
+                async move {
+                    let answer = warp_service.call(request).await;
+                    drop(in_progress);
+                    answer
+                }
             });
-        let builder = auto::Builder::new(TokioExecutor::new());
-        match &tls {
-            None => {
-                let connection = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let watched = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = watched.await {
-                        tracing::debug!(%error, "HTTP connection ended with an error");
-                    }
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(
-                        std::time::Duration::from_secs(10),
-                        acceptor.accept(stream),
-                    );
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.http_header_timeout);
+        builder.http2().timer(TokioTimer::new());
+        let limits = limits.clone();
+        let stopped = stopped.clone();
+        let tls = tls.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            match tls {
+                None => {
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    drive(
+                        connection,
+                        |connection| connection.graceful_shutdown(),
+                        activity,
+                        limits,
+                        stopped,
+                    )
+                    .await;
+                }
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.http_header_timeout, acceptor.accept(stream));
                     let stream = match handshake.await {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(error)) => {
@@ -254,13 +503,19 @@ async fn accept_loop<F>(
                     let connection = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
-                    if let Err(error) = watcher.watch(connection).await {
-                        tracing::debug!(%error, "HTTPS connection ended with an error");
-                    }
-                });
+                    drive(
+                        connection,
+                        |connection| connection.graceful_shutdown(),
+                        activity,
+                        limits,
+                        stopped,
+                    )
+                    .await;
+                }
             }
-        }
+        });
     }
     drop(listener);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), graceful.shutdown()).await;
+    connections.close();
+    let _ = tokio::time::timeout(Duration::from_secs(10), connections.wait()).await;
 }

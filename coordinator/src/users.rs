@@ -4,7 +4,7 @@
 
 use crate::auth;
 use crate::clock;
-use crate::store::records::{Quota, Role, TicketRecord, UserRecord};
+use crate::store::records::{Quota, Role, UserRecord};
 use crate::store::{StoreError, Table, Write};
 
 /// Why a user could not be created or changed.
@@ -117,13 +117,7 @@ pub fn count_admins(write: &Write<'_>) -> Result<usize, StoreError> {
 
 /// Ends every ticket of a user.
 pub fn remove_tickets_of(write: &mut Write<'_>, user: &str) -> Result<(), StoreError> {
-    let tickets: Vec<(String, TicketRecord)> = write.list(Table::Tickets)?;
-    for (hash, ticket) in tickets {
-        if ticket.user == user {
-            write.delete(Table::Tickets, &hash)?;
-        }
-    }
-    Ok(())
+    crate::store::tickets::remove_of_user(write, user).map(|_| ())
 }
 
 #[cfg(test)]

@@ -174,3 +174,62 @@ async fn garbage_datagrams_and_oversized_frames_do_not_hurt_the_coordinator() {
     handle.stop().await;
     running.stop().await;
 }
+
+#[tokio::test]
+async fn an_agent_is_disconnected_when_its_certificate_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_tests(dir.path().join("data"));
+    // Short-lived certificates: the connection below outlives its certificate.
+    config.agent_cert_lifetime = Duration::from_secs(3);
+    let running = start(config, &[101]).await;
+    let channel = &running.app.channel;
+    let quic = running.quic.unwrap();
+    let ca = rustls::pki_types::CertificateDer::from(channel.ca_certificate_der());
+    let state = agent::StateDir::new(dir.path().join("agent"));
+    enroll(&running, 101, state.path()).await;
+    let identity = state.load_identity().unwrap();
+    // A client that never renews: connect, say hello, then wait to be closed.
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connection = endpoint
+        .connect_with(
+            client_config(&ca, Some(&identity)),
+            quic,
+            protocol::COORDINATOR_SERVER_NAME,
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, receive) = connection.open_bi().await.unwrap();
+    let hello = protocol::Hello::new("test", protocol::Features::NONE);
+    shell::wire::write_hello(&mut send, &hello).await.unwrap();
+    let mut reader = shell::wire::FrameReader::new(receive, 65536);
+    let welcome = reader.handshake::<protocol::HelloReply>().await;
+    assert!(
+        matches!(welcome, Ok(Some(protocol::HelloReply::Welcome(_)))),
+        "{welcome:?}"
+    );
+    assert!(channel.is_connected(101));
+    let closed = tokio::time::timeout(Duration::from_secs(30), connection.closed())
+        .await
+        .expect("the connection is closed within 30 s");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => assert_eq!(
+            u64::from(close.error_code),
+            u64::from(coordinator::channel::close_code::EXPIRED),
+            "{close:?}"
+        ),
+        other => panic!("expected the coordinator to close the connection, got {other:?}"),
+    }
+    assert_eq!(channel.stats().expired_disconnects, 1);
+    let gone = tokio::time::timeout(Duration::from_secs(5), async {
+        while channel.is_connected(101) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        gone.is_ok(),
+        "the expired connection is no longer registered"
+    );
+    endpoint.close(0u32.into(), b"");
+}

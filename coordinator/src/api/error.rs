@@ -154,6 +154,8 @@ impl From<AuthError> for ApiError {
                 ApiError::not_found(error.to_string())
             }
             AuthError::RateLimited(wait) => ApiError::too_many_requests(wait),
+            AuthError::Busy => ApiError::unavailable("busy", error.to_string())
+                .with_header(http::header::RETRY_AFTER, "1"),
             AuthError::Hashing(_) | AuthError::Store(_) => ApiError::internal(error),
         }
     }

@@ -175,6 +175,21 @@ fn authenticate(
     if access == Access::Public {
         return Ok(None);
     }
+    if access == Access::MetricsToken {
+        if let Some(token) = &app.config.limits.metrics_token {
+            let given = credentials
+                .authorization
+                .as_deref()
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !auth::constant_time_equal(given.trim(), token) {
+                return Err(ApiError::unauthorized(
+                    "/metrics needs the metrics token as a Bearer credential",
+                ));
+            }
+        }
+        return Ok(None);
+    }
     let principal = auth::identify(&app.store, credentials)?;
     if access == Access::Admin {
         principal.require_admin()?;

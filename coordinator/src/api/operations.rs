@@ -15,7 +15,7 @@ pub fn routes(table: &mut RouteTable) {
     table.add(
         Method::GET,
         "/metrics",
-        Access::Public,
+        Access::MetricsToken,
         "operations",
         "Prometheus metrics in text format",
         |a, r| Box::pin(metrics(a, r)),

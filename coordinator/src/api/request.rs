@@ -2,11 +2,12 @@
 //! peer and the authenticated principal. The credentials it carried are taken out by the
 //! dispatcher before any handler runs ([`ApiRequest::take_credentials`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method};
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use super::ApiError;
@@ -17,6 +18,93 @@ const CREDENTIAL_HEADERS: [&str; 2] = ["x-api-key", "authorization"];
 /// The parameters that carry a ticket in the original panel's form, in the query or at the top
 /// level of a JSON body.
 const CREDENTIAL_FIELDS: [&str; 2] = ["userid", "ticket"];
+
+/// Parses a JSON body, refusing an object that names a key twice: serde_json's `Value` keeps
+/// the last, while a proxy or firewall in front may have judged the first.
+pub fn parse_json(body: &[u8]) -> Result<Value, String> {
+    serde_json::from_slice::<UniqueKeys>(body)
+        .map(|parsed| parsed.0)
+        .map_err(|error| error.to_string())
+}
+
+/// A JSON value read with every object's keys checked for repeats.
+struct UniqueKeys(Value);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<UniqueKeys, D::Error> {
+        deserializer
+            .deserialize_any(UniqueKeysVisitor)
+            .map(UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> Visitor<'de> for UniqueKeysVisitor {
+    type Value = Value;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_string()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Value, A::Error> {
+        let mut values = Vec::new();
+        while let Some(UniqueKeys(value)) = items.next_element()? {
+            values.push(value);
+        }
+        Ok(Value::Array(values))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = entries.next_key::<String>()? {
+            let UniqueKeys(value) = entries.next_value()?;
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key {key:?} appears more than once"
+                )));
+            }
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
 
 /// An API request after routing.
 #[derive(Debug)]
@@ -47,7 +135,7 @@ impl ApiRequest {
         let json = if body.iter().all(u8::is_ascii_whitespace) {
             None
         } else {
-            Some(serde_json::from_slice::<Value>(&body).map_err(|error| error.to_string()))
+            Some(parse_json(&body))
         };
         ApiRequest {
             method,
@@ -104,6 +192,34 @@ impl ApiRequest {
         self.principal
             .as_ref()
             .ok_or_else(|| ApiError::unauthorized("credentials are required"))
+    }
+
+    /// The client's address: the peer's, or, when the peer is a trusted proxy, the last
+    /// address in `X-Forwarded-For` that is not a trusted proxy itself. A client can put
+    /// anything in that header, so it is believed only from the proxies.
+    pub fn client_address(&self, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
+        let peer = self.remote?.ip();
+        if !trusted_proxies.contains(&peer) {
+            return Some(peer);
+        }
+        let mut forwarded = self
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        forwarded.reverse();
+        for hop in forwarded {
+            match hop.parse::<IpAddr>() {
+                Ok(address) if trusted_proxies.contains(&address) => continue,
+                Ok(address) => return Some(address),
+                // An unreadable hop ends what can be believed; the proxy is the client then.
+                Err(_) => break,
+            }
+        }
+        Some(peer)
     }
 
     /// A header as text.
@@ -168,5 +284,67 @@ impl ApiRequest {
                 format!("the input does not have the expected shape: {error}"),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let request = |peer: &str, forwarded: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(forwarded) = forwarded {
+                headers.insert("x-forwarded-for", forwarded.parse().unwrap());
+            }
+            ApiRequest::new(
+                Method::POST,
+                "/".into(),
+                "",
+                headers,
+                Bytes::new(),
+                Some(SocketAddr::new(peer.parse().unwrap(), 1)),
+            )
+        };
+        let cases: &[(&str, Option<&str>, &str)] = &[
+            ("10.0.0.1", Some("198.51.100.7"), "198.51.100.7"),
+            (
+                "10.0.0.1",
+                Some("203.0.113.9, 198.51.100.7"),
+                "198.51.100.7",
+            ),
+            ("10.0.0.1", Some("198.51.100.7, 10.0.0.1"), "198.51.100.7"),
+            ("10.0.0.1", Some("garbage"), "10.0.0.1"),
+            ("10.0.0.1", None, "10.0.0.1"),
+            ("192.0.2.5", Some("198.51.100.7"), "192.0.2.5"),
+        ];
+        for (peer, forwarded, expected) in cases {
+            let found = request(peer, *forwarded).client_address(&[proxy]);
+            assert_eq!(
+                found,
+                Some(expected.parse().unwrap()),
+                "{peer} {forwarded:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn repeated_keys_are_refused_at_any_depth() {
+        let cases: &[(&str, bool)] = &[
+            (r#"{"a": 1, "b": 2}"#, true),
+            (r#"{"a": 1, "a": 2}"#, false),
+            (r#"{"outer": [{"x": 1, "x": 1}]}"#, false),
+            (r#"{"outer": {"x": {"y": null, "y": true}}}"#, false),
+            (r#"[1, "two", 3.5, null, {"a": {"a": 1}}]"#, true),
+            (r#"{"a": 1} trailing"#, false),
+        ];
+        for (text, accepted) in cases {
+            assert_eq!(parse_json(text.as_bytes()).is_ok(), *accepted, "{text}");
+        }
+        let parsed = parse_json(br#"{"n": 18446744073709551615, "f": -1.5}"#).unwrap();
+        assert_eq!(parsed["n"], serde_json::json!(u64::MAX));
+        assert_eq!(parsed["f"], serde_json::json!(-1.5));
     }
 }

@@ -18,6 +18,9 @@ pub enum Access {
     Authenticated,
     /// Admins only.
     Admin,
+    /// The metrics token as a Bearer credential when one is configured, else none; it is not
+    /// a user's credential, and the dispatcher checks it with the others.
+    MetricsToken,
 }
 
 /// A handler: a plain function returning a boxed future.

@@ -106,6 +106,56 @@ pub fn task_body(task: &Task) -> Value {
     json!({ "task": task.to_json() })
 }
 
+/// Counts what each user holds open (event streams, waiting requests) against a cap.
+#[derive(Debug, Default)]
+pub struct UserSlots {
+    held: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+/// One held place; dropping it gives it back.
+pub struct UserSlot {
+    held: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    user: String,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = held.get_mut(&self.user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                held.remove(&self.user);
+            }
+        }
+    }
+}
+
+impl UserSlots {
+    /// Takes a place for `user` unless they already hold `limit`; the 429 names `what`.
+    pub fn take(&self, user: &str, limit: usize, what: &str) -> Result<UserSlot, ApiError> {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = held.entry(user.to_string()).or_insert(0);
+        if *count >= limit {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_open",
+                format!("at most {limit} {what} may be open per user; close one first"),
+            ));
+        }
+        *count += 1;
+        Ok(UserSlot {
+            held: self.held.clone(),
+            user: user.to_string(),
+        })
+    }
+}
+
 /// Submits `new` and answers as the API contract says: `202 Accepted` with
 /// `Location: /api/v1/task/<id>` and `{"task": {...}}`; with `?wait=<seconds>` it holds the
 /// answer until the task ends (then `200`) or the wait is over (still `202`). The
@@ -113,6 +163,15 @@ pub fn task_body(task: &Task) -> Value {
 /// request from the same user within 24 h gets the first task back.
 pub async fn respond_with_task(app: &App, request: &ApiRequest, mut new: NewTask) -> ApiResult {
     let wait = wait_parameter(request)?;
+    // A waiting request holds a connection for up to its wait: each user has a few.
+    let _waiting = match (wait, request.principal.as_ref()) {
+        (Some(wait), Some(principal)) if !wait.is_zero() => Some(app.waiting_requests.take(
+            &principal.user_id,
+            app.config.limits.max_waiting_requests_per_user,
+            "requests with ?wait=",
+        )?),
+        _ => None,
+    };
     if new.idempotency_key.is_none()
         && let Some(value) = request.headers.get("idempotency-key")
     {
@@ -223,9 +282,15 @@ fn event_frame(event: &TaskEvent) -> Bytes {
 
 async fn task_events(app: Arc<App>, request: ApiRequest) -> ApiResult {
     let task = visible_task(&app, &request)?;
+    let slot = app.event_streams.take(
+        &request.principal()?.user_id,
+        app.config.limits.max_event_streams_per_user,
+        "event streams",
+    )?;
     let mut watch = app.tasks.subscribe(&task.id)?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(64);
     tokio::spawn(async move {
+        let _slot = slot;
         if sender
             .send(Ok(sse_frame("state", &watch.task.to_json())))
             .await

@@ -182,7 +182,7 @@ async fn create_user(app: Arc<App>, request: ApiRequest) -> ApiResult {
     if !problems.is_empty() {
         return Err(ApiError::invalid(&problems));
     }
-    let hash = auth::hash_password(&input.password)?;
+    let hash = app.passwords.hash(&input.password).await?;
     let role = if input.admin {
         Role::Admin
     } else {
@@ -254,25 +254,32 @@ async fn change_user(app: Arc<App>, request: ApiRequest) -> ApiResult {
         ));
     }
     let hash = match &change.password {
-        Some(password) => Some(auth::hash_password(password)?),
+        Some(password) => Some(app.passwords.hash(password).await?),
         None => None,
     };
     let updated = app.store.write(|write| {
         let mut current: UserRecord = write
             .get(Table::Users, &user.id)?
             .ok_or_else(|| ApiError::not_found("the user no longer exists"))?;
+        let mut shown_email = None;
         if let Some(email) = &change.email {
             let new_key = email.to_ascii_lowercase();
             if let Some(owner) = write.get::<String>(Table::EmailIndex, &new_key)?
                 && owner != current.id
             {
-                return Err(ApiError::conflict(format!("the email {email:?} is in use")));
+                // Only an admin learns that another account has the address; anyone else gets
+                // the answer a successful change gets, and the stored address stays as it was.
+                if principal.is_admin() {
+                    return Err(ApiError::conflict(format!("the email {email:?} is in use")));
+                }
+                shown_email = Some(email.clone());
+            } else {
+                if let Some(old) = &current.email {
+                    write.delete(Table::EmailIndex, &old.to_ascii_lowercase())?;
+                }
+                write.put(Table::EmailIndex, &new_key, &current.id)?;
+                current.email = Some(email.clone());
             }
-            if let Some(old) = &current.email {
-                write.delete(Table::EmailIndex, &old.to_ascii_lowercase())?;
-            }
-            write.put(Table::EmailIndex, &new_key, &current.id)?;
-            current.email = Some(email.clone());
         }
         if let Some(admin) = change.admin {
             let role = if admin { Role::Admin } else { Role::Customer };
@@ -290,8 +297,12 @@ async fn change_user(app: Arc<App>, request: ApiRequest) -> ApiResult {
         }
         current.updated_at = clock::now_rfc3339();
         write.put(Table::Users, &current.id, &current)?;
-        Ok::<_, ApiError>(current)
+        Ok::<_, ApiError>((current, shown_email))
     })?;
+    let (mut updated, shown_email) = updated;
+    if shown_email.is_some() {
+        updated.email = shown_email;
+    }
     ok(&json!({ "user": user_json(&updated) }))
 }
 
@@ -343,8 +354,8 @@ struct Login {
 async fn create_ticket(app: Arc<App>, request: ApiRequest) -> ApiResult {
     let login: Login = request.input()?;
     let address = request
-        .remote
-        .map(|address| address.ip().to_string())
+        .client_address(&app.config.limits.trusted_proxies)
+        .map(|address| address.to_string())
         .unwrap_or_default();
     let username = login.username.to_ascii_lowercase();
     app.login_limiter.check(&username, &address)?;
@@ -357,9 +368,15 @@ async fn create_ticket(app: Arc<App>, request: ApiRequest) -> ApiResult {
         )?;
     // Verify against a fixed hash when the user is unknown, so timing does not tell.
     let valid = match &user {
-        Some(user) => auth::verify_password(&login.password, &user.password_hash),
+        Some(user) => {
+            app.passwords
+                .verify(&login.password, &user.password_hash)
+                .await?
+        }
         None => {
-            auth::verify_password(&login.password, &app.unknown_user_hash);
+            app.passwords
+                .verify(&login.password, &app.unknown_user_hash)
+                .await?;
             false
         }
     };
@@ -367,9 +384,10 @@ async fn create_ticket(app: Arc<App>, request: ApiRequest) -> ApiResult {
         app.login_limiter.failed(&username, &address);
         return Err(ApiError::unauthorized("wrong username or password"));
     };
-    app.login_limiter.succeeded(&username);
+    app.login_limiter.succeeded(&username, &address);
     let (text, hash, record) = auth::new_ticket(&user.id, app.config.ticket_ttl);
-    app.store.put(Table::Tickets, &hash, &record)?;
+    app.store
+        .write(|write| crate::store::tickets::insert(write, &hash, &record))?;
     created(&json!({
         "ticket": text,
         "userid": user.id,
@@ -381,7 +399,8 @@ async fn create_ticket(app: Arc<App>, request: ApiRequest) -> ApiResult {
 async fn delete_ticket(app: Arc<App>, request: ApiRequest) -> ApiResult {
     match &request.principal()?.credential {
         Credential::Ticket { hash, .. } => {
-            app.store.delete(Table::Tickets, hash)?;
+            app.store
+                .write(|write| crate::store::tickets::remove(write, hash))?;
             no_content()
         }
         Credential::ApiKey(_) => Err(ApiError::invalid_field(

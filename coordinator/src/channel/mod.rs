@@ -53,6 +53,8 @@ pub mod close_code {
     pub const VERSION: u32 = 6;
     /// Enrollment is finished or refused.
     pub const ENROLLMENT_DONE: u32 = 7;
+    /// The agent's certificate expired while it was connected.
+    pub const EXPIRED: u32 = 8;
 }
 
 /// A failure of the channel.
@@ -107,7 +109,11 @@ pub struct ChannelOptions {
     /// How often agents' last-seen times and versions are written to the store.
     pub flush_interval: Duration,
     pub enroll_per_address: RateLimit,
+    /// Enrollment attempts per IPv6 /64, where one client holds many addresses.
+    pub enroll_per_network: RateLimit,
     pub enroll_overall: RateLimit,
+    /// Handshakes in progress above which a new peer must first prove its address (QUIC Retry).
+    pub retry_above_handshakes: usize,
     /// The largest frame accepted from an agent on a control stream.
     pub max_control_frame: usize,
     /// UDP socket buffer sizes asked of the OS.
@@ -130,10 +136,15 @@ impl ChannelOptions {
                 burst: 20.0,
                 per_second: 1.0,
             },
+            enroll_per_network: RateLimit {
+                burst: 40.0,
+                per_second: 2.0,
+            },
             enroll_overall: RateLimit {
                 burst: 200.0,
                 per_second: 50.0,
             },
+            retry_above_handshakes: config.limits.quic_retry_above_handshakes,
             max_control_frame: 64 * 1024,
             socket_buffer_bytes: 4 * 1024 * 1024,
         }
@@ -172,6 +183,10 @@ pub struct ChannelStats {
     pub enrollments: u64,
     pub enrollments_refused: u64,
     pub renewals: u64,
+    /// Connections closed because their certificate expired.
+    pub expired_disconnects: u64,
+    /// Incoming connections asked to prove their address first.
+    pub retries: u64,
 }
 
 #[derive(Debug, Default)]
@@ -181,6 +196,8 @@ struct Counters {
     enrollments: AtomicU64,
     enrollments_refused: AtomicU64,
     renewals: AtomicU64,
+    expired_disconnects: AtomicU64,
+    retries: AtomicU64,
 }
 
 pub(crate) struct Inner {
@@ -200,6 +217,8 @@ pub(crate) struct Inner {
     stop: CancellationToken,
     counters: Counters,
     next_connection: AtomicU64,
+    /// QUIC handshakes in progress, for the Retry threshold.
+    handshaking: std::sync::atomic::AtomicUsize,
     /// Tasks that expect a data stream from their agent.
     data: data::DataWaiters,
 }
@@ -257,7 +276,11 @@ impl Channel {
             );
         }
         let (events, _) = broadcast::channel(1024);
-        let limiter = EnrollmentLimiter::new(options.enroll_per_address, options.enroll_overall);
+        let limiter = EnrollmentLimiter::new(
+            options.enroll_per_address,
+            options.enroll_per_network,
+            options.enroll_overall,
+        );
         Ok(Channel {
             inner: Arc::new(Inner {
                 store: store.clone(),
@@ -275,6 +298,7 @@ impl Channel {
                 stop: CancellationToken::new(),
                 counters: Counters::default(),
                 next_connection: AtomicU64::new(1),
+                handshaking: std::sync::atomic::AtomicUsize::new(0),
                 data: data::DataWaiters::default(),
             }),
         })
@@ -417,6 +441,8 @@ impl Channel {
             enrollments: load(&counters.enrollments),
             enrollments_refused: load(&counters.enrollments_refused),
             renewals: load(&counters.renewals),
+            expired_disconnects: load(&counters.expired_disconnects),
+            retries: load(&counters.retries),
         }
     }
 }

@@ -225,12 +225,36 @@ async fn accept_loop(inner: Arc<Inner>, endpoint: quinn::Endpoint) {
             _ = inner.stop.cancelled() => break,
         };
         let Some(incoming) = incoming else { break };
+        // When handshakes pile up, a peer must first show that it receives at its source
+        // address (one round trip, no state kept), so spoofed floods cost no handshakes.
+        let pending = inner.handshaking.load(Ordering::Relaxed);
+        if pending >= inner.options.retry_above_handshakes
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            inner.counters.retries.fetch_add(1, Ordering::Relaxed);
+            if let Err(error) = incoming.retry() {
+                error.into_incoming().ignore();
+            }
+            continue;
+        }
         inner.tracker.spawn(serve_incoming(inner.clone(), incoming));
+    }
+}
+
+/// Counts a handshake in progress until it is dropped.
+struct Handshaking<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Handshaking<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 async fn serve_incoming(inner: Arc<Inner>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
+    inner.handshaking.fetch_add(1, Ordering::Relaxed);
+    let handshaking = Handshaking(&inner.handshaking);
     let connecting = match incoming.accept() {
         Ok(connecting) => connecting,
         Err(error) => {
@@ -249,6 +273,7 @@ async fn serve_incoming(inner: Arc<Inner>, incoming: quinn::Incoming) {
             return;
         }
     };
+    drop(handshaking);
     let alpn = connection
         .handshake_data()
         .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
@@ -398,10 +423,28 @@ async fn serve_agent(inner: Arc<Inner>, connection: quinn::Connection) {
     tracing::debug!(instance = identity.instance, generation = identity.generation, version = %hello.agent_version, "agent connected");
     reader.set_limit(inner.options.max_control_frame);
     let mut last_renewal: Option<Instant> = None;
+    // The connection lives only as long as the certificate it was made with, or the one
+    // renewed on it.
+    let mut not_after = not_after;
     loop {
+        let expires_in = not_after
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
         let message = tokio::select! {
             message = reader.message::<AgentMessage>() => message,
             _ = connection.closed() => break,
+            _ = tokio::time::sleep(expires_in) => {
+                if SystemTime::now() < not_after {
+                    continue;
+                }
+                inner.counters.expired_disconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(instance = identity.instance, "closing the connection of an agent whose certificate expired");
+                connection.close(
+                    VarInt::from_u32(close_code::EXPIRED),
+                    b"the agent certificate expired; enroll the agent again",
+                );
+                break;
+            }
             data = connection.accept_uni() => {
                 match data {
                     Ok(stream) => {
@@ -440,7 +483,9 @@ async fn serve_agent(inner: Arc<Inner>, connection: quinn::Connection) {
                     ))
                 } else {
                     last_renewal = Some(Instant::now());
-                    renew(&inner, identity, serial, &csr_der)
+                    let (reply, renewed) = renew(&inner, identity, serial, not_after, &csr_der);
+                    not_after = renewed.unwrap_or(not_after);
+                    reply
                 }
             }
             Ok(Some(_)) => CoordinatorMessage::Error(ErrorData::new(
@@ -466,17 +511,26 @@ async fn serve_agent(inner: Arc<Inner>, connection: quinn::Connection) {
     tracing::debug!(instance = identity.instance, "agent disconnected");
 }
 
+/// Issues a renewed certificate; the reply and, when renewed, the new certificate's expiry.
 fn renew(
     inner: &Inner,
     identity: AgentIdentity,
     serial: u64,
+    not_after: SystemTime,
     csr_der: &[u8],
-) -> CoordinatorMessage {
+) -> (CoordinatorMessage, Option<SystemTime>) {
+    let refused = |message: &str| {
+        (
+            CoordinatorMessage::Error(ErrorData::new(ErrorCode::Unauthenticated, message)),
+            None,
+        )
+    };
     if inner.authorizations.check(identity).is_err() {
-        return CoordinatorMessage::Error(ErrorData::new(
-            ErrorCode::Unauthenticated,
-            "this agent's certificate is no longer valid; enroll it again",
-        ));
+        return refused("this agent's certificate is no longer valid; enroll it again");
+    }
+    // An expired certificate is not renewed, even on a connection made while it was valid.
+    if SystemTime::now() >= not_after {
+        return refused("this agent's certificate expired; enroll it again");
     }
     match inner
         .ca
@@ -488,14 +542,21 @@ fn renew(
                 .update(identity.instance, serial, Some(issued.not_after));
             inner.counters.renewals.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(instance = identity.instance, "renewed an agent certificate");
-            CoordinatorMessage::CertificateRenewed {
-                certificate_der: issued.certificate_der,
-            }
+            let renewed = issued.not_after;
+            (
+                CoordinatorMessage::CertificateRenewed {
+                    certificate_der: issued.certificate_der,
+                },
+                Some(renewed),
+            )
         }
-        Err(error) => CoordinatorMessage::Error(ErrorData::new(
-            ErrorCode::InvalidInput,
-            format!("cannot renew the certificate: {error}"),
-        )),
+        Err(error) => (
+            CoordinatorMessage::Error(ErrorData::new(
+                ErrorCode::InvalidInput,
+                format!("cannot renew the certificate: {error}"),
+            )),
+            None,
+        ),
     }
 }
 

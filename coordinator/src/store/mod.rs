@@ -16,6 +16,7 @@
 
 pub mod records;
 pub mod tables;
+pub mod tickets;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -223,11 +224,15 @@ impl Store {
         };
         migrate(&mut write, &shown, fresh, version, migrations)?;
         transaction.commit()?;
-        Ok(Store {
+        let store = Store {
             database: Arc::new(database),
             counts: Arc::new(CommitCounts::default()),
             flushes: Arc::new(Flushes::default()),
-        })
+        };
+        if store.read(tickets::unindexed)? {
+            store.write(tickets::index_existing)?;
+        }
+        Ok(store)
     }
 
     /// Runs `work` in one write transaction; it commits only if `work` returns `Ok`.
@@ -552,6 +557,26 @@ impl Write<'_> {
         let mut opened = self.transaction.open_table(definition(table))?;
         let removed = opened.remove(key)?.is_some();
         Ok(removed)
+    }
+
+    /// Records whose keys start with `prefix`, in key order, at most `limit` of them.
+    pub fn range<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        prefix: &str,
+        limit: Option<usize>,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let opened = self.transaction.open_table(definition(table))?;
+        let mut out = Vec::new();
+        for entry in opened.range(prefix..)? {
+            let (key, value) = entry?;
+            let key = key.value();
+            if !key.starts_with(prefix) || limit.is_some_and(|limit| out.len() >= limit) {
+                break;
+            }
+            out.push((key.to_string(), decode(table, key, value.value())?));
+        }
+        Ok(out)
     }
 
     /// The next number of a table keyed by zero-padded sequence numbers: one more than the

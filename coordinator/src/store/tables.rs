@@ -14,6 +14,12 @@ pub enum Table {
     EmailIndex,
     /// Key: SHA-256 hex of the ticket. Value: `TicketRecord`.
     Tickets,
+    /// Key: `<user id>/<ticket hash>`. Value: the ticket's expiry, Unix seconds. Finds a user's
+    /// tickets without reading every ticket.
+    TicketsByUser,
+    /// Key: `<expiry, Unix seconds, 20 zero-padded digits>/<ticket hash>`. Value: the user id.
+    /// Expired tickets come first, for the sweep.
+    TicketsByExpiry,
     /// Key: key id. Value: `ApiKeyRecord` (with the SHA-256 of the secret).
     ApiKeys,
     /// Key: VMID, 10 zero-padded digits. Value: `InstanceRecord`.
@@ -60,6 +66,8 @@ impl Table {
         Table::UsernameIndex,
         Table::EmailIndex,
         Table::Tickets,
+        Table::TicketsByUser,
+        Table::TicketsByExpiry,
         Table::ApiKeys,
         Table::Instances,
         Table::Audit,
@@ -87,6 +95,8 @@ impl Table {
             Table::UsernameIndex => "username_index_v1",
             Table::EmailIndex => "email_index_v1",
             Table::Tickets => "tickets_v1",
+            Table::TicketsByUser => "tickets_by_user_v1",
+            Table::TicketsByExpiry => "tickets_by_expiry_v1",
             Table::ApiKeys => "api_keys_v1",
             Table::Instances => "instances_v1",
             Table::Audit => "audit_v1",
