@@ -6,6 +6,7 @@
 //! [`Store::write`] / [`Store::read`], whose closures receive wrappers, not raw redb handles.
 
 pub mod records;
+pub mod sealing;
 pub mod tables;
 
 use std::path::Path;
@@ -38,6 +39,8 @@ pub enum StoreError {
         table: &'static str,
         message: String,
     },
+    #[error(transparent)]
+    Sealing(#[from] sealing::SealingError),
 }
 
 macro_rules! database_error {
@@ -63,6 +66,8 @@ pub struct Store {
     database: Arc<Database>,
     counts: Arc<CommitCounts>,
     flushes: Arc<Flushes>,
+    /// Seals and opens the records of sealed tables; `None` when opened without the key.
+    sealer: Option<Arc<sealing::Sealer>>,
 }
 
 /// Group commit: writers commit without flushing, then wait until one flush covers them. A
@@ -109,19 +114,31 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn decode<T: DeserializeOwned>(table: Table, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
+fn decode<T: DeserializeOwned>(
+    sealer: Option<&sealing::Sealer>,
+    table: Table,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    let bytes = sealing::open_record(sealer, table, key, bytes)?;
+    serde_json::from_slice(&bytes).map_err(|error| StoreError::Corrupt {
         table: table.name(),
         key: key.to_string(),
         message: error.to_string(),
     })
 }
 
-fn encode<T: Serialize>(table: Table, value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|error| StoreError::Encode {
+fn encode<T: Serialize>(
+    sealer: Option<&sealing::Sealer>,
+    table: Table,
+    key: &str,
+    value: &T,
+) -> Result<Vec<u8>, StoreError> {
+    let plain = serde_json::to_vec(value).map_err(|error| StoreError::Encode {
         table: table.name(),
         message: error.to_string(),
-    })
+    })?;
+    Ok(sealing::seal_record(sealer, table, key, plain)?)
 }
 
 /// Runs blocking work, moving the current worker's other tasks to another thread first when
@@ -140,7 +157,16 @@ fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [
 }
 
 impl Store {
-    /// Opens or creates `<dir>/hostplane.redb` and makes sure every table exists.
+    /// Opens the store with the key that seals its secrets (see [`sealing`]): the key at
+    /// `key_path`, made there on the very first start.
+    pub fn open_sealed(dir: &Path, key_path: &Path) -> Result<Store, StoreError> {
+        let mut store = Store::open(dir)?;
+        store.sealer = Some(Arc::new(sealing::attach(&store, key_path)?));
+        Ok(store)
+    }
+
+    /// Opens or creates `<dir>/hostplane.redb` and makes sure every table exists. Without
+    /// its key: sealed tables can be neither read nor written.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.join("hostplane.redb");
         let shown = path.display().to_string();
@@ -162,6 +188,7 @@ impl Store {
             database: Arc::new(database),
             counts: Arc::new(CommitCounts::default()),
             flushes: Arc::new(Flushes::default()),
+            sealer: None,
         })
     }
 
@@ -184,6 +211,7 @@ impl Store {
         let transaction = self.database.begin_write().map_err(StoreError::from)?;
         let mut write = Write {
             transaction: &transaction,
+            sealer: self.sealer.as_deref(),
         };
         let result = work(&mut write)?;
         transaction.commit().map_err(StoreError::from)?;
@@ -212,6 +240,7 @@ impl Store {
             .map_err(|error| StoreError::Database(error.to_string()))?;
         let mut write = Write {
             transaction: &transaction,
+            sealer: self.sealer.as_deref(),
         };
         let result = work(&mut write)?;
         transaction.commit().map_err(StoreError::from)?;
@@ -309,7 +338,10 @@ impl Store {
         work: impl FnOnce(&Read) -> Result<R, E>,
     ) -> Result<R, E> {
         let transaction = self.database.begin_read().map_err(StoreError::from)?;
-        work(&Read { transaction })
+        work(&Read {
+            transaction,
+            sealer: self.sealer.clone(),
+        })
     }
 
     /// One record.
@@ -345,6 +377,7 @@ impl Store {
 /// A read snapshot handed to [`Store::read`] closures.
 pub struct Read {
     transaction: redb::ReadTransaction,
+    sealer: Option<Arc<sealing::Sealer>>,
 }
 
 impl Read {
@@ -355,7 +388,12 @@ impl Read {
     ) -> Result<Option<T>, StoreError> {
         let opened = self.transaction.open_table(definition(table))?;
         match opened.get(key)? {
-            Some(value) => Ok(Some(decode(table, key, value.value())?)),
+            Some(value) => Ok(Some(decode(
+                self.sealer.as_deref(),
+                table,
+                key,
+                value.value(),
+            )?)),
             None => Ok(None),
         }
     }
@@ -379,7 +417,10 @@ impl Read {
             if !key.starts_with(prefix) || limit.is_some_and(|limit| out.len() >= limit) {
                 break;
             }
-            out.push((key.to_string(), decode(table, key, value.value())?));
+            out.push((
+                key.to_string(),
+                decode(self.sealer.as_deref(), table, key, value.value())?,
+            ));
         }
         Ok(out)
     }
@@ -393,6 +434,7 @@ impl Read {
 /// A write transaction handed to [`Store::write`] closures.
 pub struct Write<'a> {
     transaction: &'a redb::WriteTransaction,
+    sealer: Option<&'a sealing::Sealer>,
 }
 
 impl Write<'_> {
@@ -404,7 +446,7 @@ impl Write<'_> {
         let opened = self.transaction.open_table(definition(table))?;
         let value = opened.get(key)?;
         match value {
-            Some(value) => Ok(Some(decode(table, key, value.value())?)),
+            Some(value) => Ok(Some(decode(self.sealer, table, key, value.value())?)),
             None => Ok(None),
         }
     }
@@ -416,7 +458,7 @@ impl Write<'_> {
             let (key, value) = entry?;
             out.push((
                 key.value().to_string(),
-                decode(table, key.value(), value.value())?,
+                decode(self.sealer, table, key.value(), value.value())?,
             ));
         }
         Ok(out)
@@ -428,7 +470,7 @@ impl Write<'_> {
         key: &str,
         value: &T,
     ) -> Result<(), StoreError> {
-        let bytes = encode(table, value)?;
+        let bytes = encode(self.sealer, table, key, value)?;
         let mut opened = self.transaction.open_table(definition(table))?;
         opened.insert(key, bytes.as_slice())?;
         Ok(())
