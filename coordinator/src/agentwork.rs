@@ -89,10 +89,10 @@ struct Input {
 
 /// The task for `operation` on `instance`, as `owner`.
 pub fn new_task(owner: &str, instance: u32, kind: &str, operation: &Operation) -> NewTask {
-    NewTask::new(kind, owner)
+    let task = NewTask::new(kind, owner)
         .instance(instance)
-        .input(json!({ "operation": operation }))
-        .deadline(DEFAULT_DEADLINE)
+        .deadline(DEFAULT_DEADLINE);
+    crate::operation_secrets::with_operation(task, operation)
 }
 
 /// Submits `operation` as a task for the instance's agent and answers as every task route does
@@ -346,10 +346,12 @@ async fn drive(
     context: &TaskContext,
     redelivery: Redelivery,
 ) -> Result<Value, TaskFailure> {
-    let input: Input = serde_json::from_value(context.input.clone()).map_err(|error| {
+    let input = crate::tasks::secrets::input(&app.store, context)?.into_inner();
+    // The error names no value: the input may hold a secret.
+    let input: Input = serde_json::from_value(input).map_err(|error| {
         TaskFailure::new(
             "bad_input",
-            format!("the task's input is unreadable: {error}"),
+            format!("the task's input is unreadable ({:?})", error.classify()),
         )
     })?;
     let instance = context

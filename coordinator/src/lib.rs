@@ -11,6 +11,7 @@ pub mod channel;
 pub mod clock;
 pub mod config;
 pub mod metrics;
+pub mod operation_secrets;
 pub mod proxmox;
 pub mod server;
 pub mod store;

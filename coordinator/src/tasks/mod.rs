@@ -8,6 +8,7 @@
 
 pub mod machine;
 pub mod persist;
+pub mod secrets;
 pub mod system;
 
 pub use machine::{Creation, Progress, Refused, Task, TaskErrorBody, TaskState, TaskView};
