@@ -37,6 +37,8 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
+    /// The key that seals the store's secrets; `<data_dir>/secrets.key` when not set.
+    pub secrets_key_file: Option<PathBuf>,
     pub http_listen: Option<String>,
     pub quic_listen: Option<String>,
     pub quic_advertise: Option<String>,
@@ -307,6 +309,7 @@ impl FileConfig {
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     pub data_dir: Option<PathBuf>,
+    pub secrets_key_file: Option<PathBuf>,
     pub http_listen: Option<String>,
     pub quic_listen: Option<String>,
     pub quic_advertise: Option<String>,
@@ -323,6 +326,8 @@ pub struct Overrides {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// The key that seals the store's secrets (see `store::sealing`), kept apart from the store.
+    pub secrets_key_file: PathBuf,
     pub http_listen: SocketAddr,
     pub quic_listen: SocketAddr,
     /// The `host:port` agents are told to dial; defaults to the QUIC listen address.
@@ -461,6 +466,16 @@ impl Config {
                 message: "must not be empty".into(),
             });
         }
+        let secrets_key_file = overrides
+            .secrets_key_file
+            .or(file.secrets_key_file)
+            .unwrap_or_else(|| data_dir.join(crate::store::sealing::KEY_FILE));
+        if secrets_key_file.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "secrets_key_file",
+                message: "must not be empty".into(),
+            });
+        }
         let default_http = if dev {
             "127.0.0.1:8080"
         } else {
@@ -563,6 +578,7 @@ impl Config {
         })?;
         Ok(Config {
             data_dir,
+            secrets_key_file,
             http_listen,
             quic_listen,
             quic_advertise,

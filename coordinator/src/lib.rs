@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod instances;
 pub mod metrics;
+pub mod operation_secrets;
 pub mod proxmox;
 pub mod server;
 pub mod store;

@@ -89,6 +89,17 @@ struct ServeArgs {
     agent_cert_lifetime_seconds: Option<u64>,
     #[command(flatten)]
     limits: coordinator::config::LimitSettings,
+    /// The key that seals the store's secrets (default: a systemd credential named
+    /// hostplane-secrets-key when there is one, else secrets.key in the data directory).
+    #[arg(long, env = "HOSTPLANE_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
+}
+
+/// The secrets key handed over as a systemd credential, when the service has one.
+fn credential_key_file() -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var_os("CREDENTIALS_DIRECTORY")?)
+        .join(coordinator::store::sealing::CREDENTIAL_NAME);
+    path.exists().then_some(path)
 }
 
 fn dev_data_dir() -> Option<PathBuf> {
@@ -206,6 +217,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ticket_ttl_seconds: args.ticket_ttl_seconds,
                 agent_cert_lifetime_seconds: args.agent_cert_lifetime_seconds,
                 limits: args.limits,
+                secrets_key_file: args.secrets_key_file.or_else(credential_key_file),
                 dev: args.dev,
             };
             let config = Config::resolve(file, overrides, dev_data_dir())?;

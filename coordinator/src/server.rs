@@ -158,7 +158,7 @@ fn write_endpoints(running: &Running, data_dir: &Path) -> Result<(), ServeError>
 /// Opens everything and starts serving; returns once the listeners are bound.
 pub async fn start(config: Config) -> Result<Running, ServeError> {
     create_data_dir(&config.data_dir)?;
-    let store = Store::open(&config.data_dir)?;
+    let store = Store::open_sealed(&config.data_dir, &config.secrets_key_file)?;
     let tls = tls_acceptor(&config)?;
     let listener = TcpListener::bind(config.http_listen)
         .await

@@ -91,10 +91,12 @@ async fn drive(
     context: &TaskContext,
     redelivery: Redelivery,
 ) -> Result<Value, TaskFailure> {
-    let input: Input = serde_json::from_value(context.input.clone()).map_err(|error| {
+    let input = crate::tasks::secrets::input(&app.store, context)?.into_inner();
+    // The error names no value: the input may hold a secret.
+    let input: Input = serde_json::from_value(input).map_err(|error| {
         TaskFailure::new(
             "bad_input",
-            format!("the task's input is unreadable: {error}"),
+            format!("the task's input is unreadable ({:?})", error.classify()),
         )
     })?;
     let instance = context

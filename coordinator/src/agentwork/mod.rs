@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use protocol::{ErrorData, Operation, OperationOutput};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 pub use dumps::DumpHandoffs;
 pub use executor::{agent_task_id, register, wait_for_agent};
@@ -107,10 +106,10 @@ struct Input {
 
 /// The task for `operation` on `instance`, as `owner`.
 pub fn new_task(owner: &str, instance: u32, kind: &str, operation: &Operation) -> NewTask {
-    NewTask::new(kind, owner)
+    let task = NewTask::new(kind, owner)
         .instance(instance)
-        .input(json!({ "operation": operation }))
-        .deadline(DEFAULT_DEADLINE)
+        .deadline(DEFAULT_DEADLINE);
+    crate::operation_secrets::with_operation(task, operation)
 }
 
 /// Asks the agent now (reads), within [`CALL_DEADLINE`].

@@ -15,6 +15,7 @@
 //! store written before the version was recorded is version 1.
 
 pub mod records;
+pub mod sealing;
 pub mod tables;
 pub mod tickets;
 
@@ -63,6 +64,8 @@ pub enum StoreError {
         from: u32,
         message: String,
     },
+    #[error(transparent)]
+    Sealing(#[from] sealing::SealingError),
 }
 
 /// The layout version of the store this build reads and writes.
@@ -113,6 +116,8 @@ pub struct Store {
     database: Arc<Database>,
     counts: Arc<CommitCounts>,
     flushes: Arc<Flushes>,
+    /// Seals and opens the records of sealed tables; `None` when opened without the key.
+    sealer: Option<Arc<sealing::Sealer>>,
 }
 
 /// Group commit: writers commit without flushing, then wait until one flush covers them. A
@@ -159,19 +164,31 @@ impl std::fmt::Debug for Store {
     }
 }
 
-fn decode<T: DeserializeOwned>(table: Table, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
+fn decode<T: DeserializeOwned>(
+    sealer: Option<&sealing::Sealer>,
+    table: Table,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    let bytes = sealing::open_record(sealer, table, key, bytes)?;
+    serde_json::from_slice(&bytes).map_err(|error| StoreError::Corrupt {
         table: table.name(),
         key: key.to_string(),
         message: error.to_string(),
     })
 }
 
-fn encode<T: Serialize>(table: Table, value: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|error| StoreError::Encode {
+fn encode<T: Serialize>(
+    sealer: Option<&sealing::Sealer>,
+    table: Table,
+    key: &str,
+    value: &T,
+) -> Result<Vec<u8>, StoreError> {
+    let plain = serde_json::to_vec(value).map_err(|error| StoreError::Encode {
         table: table.name(),
         message: error.to_string(),
-    })
+    })?;
+    Ok(sealing::seal_record(sealer, table, key, plain)?)
 }
 
 /// Runs blocking work, moving the current worker's other tasks to another thread first when
@@ -190,8 +207,17 @@ fn definition(table: Table) -> TableDefinition<'static, &'static str, &'static [
 }
 
 impl Store {
+    /// Opens the store with the key that seals its secrets (see [`sealing`]): the key at
+    /// `key_path`, made there on the very first start.
+    pub fn open_sealed(dir: &Path, key_path: &Path) -> Result<Store, StoreError> {
+        let mut store = Store::open(dir)?;
+        store.sealer = Some(Arc::new(sealing::attach(&store, key_path)?));
+        Ok(store)
+    }
+
     /// Opens or creates `<dir>/hostplane.redb`, makes sure every table exists, and brings an
-    /// older store up to [`SCHEMA_VERSION`] (see the module's documentation).
+    /// older store up to [`SCHEMA_VERSION`] (see the module's documentation). Without its key:
+    /// sealed tables can be neither read nor written.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         Store::open_at_version(dir, SCHEMA_VERSION, MIGRATIONS)
     }
@@ -221,6 +247,7 @@ impl Store {
         }
         let mut write = Write {
             transaction: &transaction,
+            sealer: None,
         };
         migrate(&mut write, &shown, fresh, version, migrations)?;
         transaction.commit()?;
@@ -228,6 +255,7 @@ impl Store {
             database: Arc::new(database),
             counts: Arc::new(CommitCounts::default()),
             flushes: Arc::new(Flushes::default()),
+            sealer: None,
         };
         if store.read(tickets::unindexed)? {
             store.write(tickets::index_existing)?;
@@ -254,6 +282,7 @@ impl Store {
         let transaction = self.database.begin_write().map_err(StoreError::from)?;
         let mut write = Write {
             transaction: &transaction,
+            sealer: self.sealer.as_deref(),
         };
         let result = work(&mut write)?;
         transaction.commit().map_err(StoreError::from)?;
@@ -282,6 +311,7 @@ impl Store {
             .map_err(|error| StoreError::Database(error.to_string()))?;
         let mut write = Write {
             transaction: &transaction,
+            sealer: self.sealer.as_deref(),
         };
         let result = work(&mut write)?;
         transaction.commit().map_err(StoreError::from)?;
@@ -379,7 +409,10 @@ impl Store {
         work: impl FnOnce(&Read) -> Result<R, E>,
     ) -> Result<R, E> {
         let transaction = self.database.begin_read().map_err(StoreError::from)?;
-        work(&Read { transaction })
+        work(&Read {
+            transaction,
+            sealer: self.sealer.clone(),
+        })
     }
 
     /// One record.
@@ -464,6 +497,7 @@ fn migrate(
 /// A read snapshot handed to [`Store::read`] closures.
 pub struct Read {
     transaction: redb::ReadTransaction,
+    sealer: Option<Arc<sealing::Sealer>>,
 }
 
 impl Read {
@@ -474,7 +508,12 @@ impl Read {
     ) -> Result<Option<T>, StoreError> {
         let opened = self.transaction.open_table(definition(table))?;
         match opened.get(key)? {
-            Some(value) => Ok(Some(decode(table, key, value.value())?)),
+            Some(value) => Ok(Some(decode(
+                self.sealer.as_deref(),
+                table,
+                key,
+                value.value(),
+            )?)),
             None => Ok(None),
         }
     }
@@ -498,7 +537,10 @@ impl Read {
             if !key.starts_with(prefix) || limit.is_some_and(|limit| out.len() >= limit) {
                 break;
             }
-            out.push((key.to_string(), decode(table, key, value.value())?));
+            out.push((
+                key.to_string(),
+                decode(self.sealer.as_deref(), table, key, value.value())?,
+            ));
         }
         Ok(out)
     }
@@ -512,6 +554,7 @@ impl Read {
 /// A write transaction handed to [`Store::write`] closures.
 pub struct Write<'a> {
     transaction: &'a redb::WriteTransaction,
+    sealer: Option<&'a sealing::Sealer>,
 }
 
 impl Write<'_> {
@@ -523,7 +566,7 @@ impl Write<'_> {
         let opened = self.transaction.open_table(definition(table))?;
         let value = opened.get(key)?;
         match value {
-            Some(value) => Ok(Some(decode(table, key, value.value())?)),
+            Some(value) => Ok(Some(decode(self.sealer, table, key, value.value())?)),
             None => Ok(None),
         }
     }
@@ -535,7 +578,7 @@ impl Write<'_> {
             let (key, value) = entry?;
             out.push((
                 key.value().to_string(),
-                decode(table, key.value(), value.value())?,
+                decode(self.sealer, table, key.value(), value.value())?,
             ));
         }
         Ok(out)
@@ -547,7 +590,7 @@ impl Write<'_> {
         key: &str,
         value: &T,
     ) -> Result<(), StoreError> {
-        let bytes = encode(table, value)?;
+        let bytes = encode(self.sealer, table, key, value)?;
         let mut opened = self.transaction.open_table(definition(table))?;
         opened.insert(key, bytes.as_slice())?;
         Ok(())
@@ -574,7 +617,10 @@ impl Write<'_> {
             if !key.starts_with(prefix) || limit.is_some_and(|limit| out.len() >= limit) {
                 break;
             }
-            out.push((key.to_string(), decode(table, key, value.value())?));
+            out.push((
+                key.to_string(),
+                decode(self.sealer, table, key, value.value())?,
+            ));
         }
         Ok(out)
     }

@@ -41,17 +41,21 @@ pub enum Table {
     TaskActive,
     /// Key: `<task id>/<line number, 6 zero-padded digits>`. Value: `TaskLogLine`.
     TaskLogs,
+    /// Key: task id. Value: `tasks::secrets::TaskSecretsRecord`, the secret part of a task's
+    /// input until the task ends, then only that there was one. Sealed.
+    TaskSecrets,
     /// Key: `<owner user id>/<Idempotency-Key>`. Value: `IdempotencyRecord` (valid 24 h).
     TaskIdempotency,
     /// Key: `owner/<user id>`, `instance/<VMID>` or `state/<state>`. Value: a count of tasks.
     TaskCounts,
-    /// Key: Proxmox node name. Value: `ProxmoxNodeRecord` (endpoint and API token).
+    /// Key: Proxmox node name. Value: `ProxmoxNodeRecord` (endpoint and API token). Sealed.
     ProxmoxNodes,
     /// Key: VMID, 10 zero-padded digits (as `Instances`). Value: `AgentRecord`.
     Agents,
     /// Key: SHA-256 hex of an enrollment token's secret. Value: `EnrollmentTokenRecord`.
     EnrollmentTokens,
     /// Key: the ACME directory URL. Value: `AcmeAccountRecord` (the account key: a secret).
+    /// Sealed.
     AcmeAccounts,
     /// Key: `<VMID, 10 zero-padded digits>/<vhost id>`. Value: `AcmeCertificateRecord`, one per
     /// vhost whose certificate is issued and renewed through ACME.
@@ -78,6 +82,7 @@ impl Table {
         Table::TaskStateIndex,
         Table::TaskActive,
         Table::TaskLogs,
+        Table::TaskSecrets,
         Table::TaskIdempotency,
         Table::TaskCounts,
         Table::ProxmoxNodes,
@@ -107,6 +112,7 @@ impl Table {
             Table::TaskStateIndex => "task_state_index_v1",
             Table::TaskActive => "task_active_v1",
             Table::TaskLogs => "task_logs_v1",
+            Table::TaskSecrets => "task_secrets_v1",
             Table::TaskIdempotency => "task_idempotency_v1",
             Table::TaskCounts => "task_counts_v1",
             Table::ProxmoxNodes => "proxmox_nodes_v1",
@@ -115,5 +121,14 @@ impl Table {
             Table::AcmeAccounts => "acme_accounts_v1",
             Table::AcmeCertificates => "acme_certificates_v1",
         }
+    }
+
+    /// True for the tables that hold secrets: their records are sealed in the store file (see
+    /// `store::sealing`).
+    pub fn is_sealed(self) -> bool {
+        matches!(
+            self,
+            Table::ProxmoxNodes | Table::AcmeAccounts | Table::TaskSecrets
+        )
     }
 }

@@ -10,6 +10,7 @@
 pub mod kinds;
 pub mod machine;
 pub mod persist;
+pub mod secrets;
 pub mod system;
 
 pub use machine::{Creation, Progress, Refused, Task, TaskErrorBody, TaskState, TaskView};

@@ -185,7 +185,13 @@ pub enum Commit {
 
 /// Stores a new task, or, when the owner already used its idempotency key within the window,
 /// returns that first task and `true`.
-pub fn create(store: &Store, task: &Task, now: OffsetDateTime) -> Result<(Task, bool), TaskError> {
+/// A task with secrets has its whole input, `secret_input`, held apart (see [`super::secrets`]).
+pub fn create(
+    store: &Store,
+    task: &Task,
+    secret_input: Option<&serde_json::Value>,
+    now: OffsetDateTime,
+) -> Result<(Task, bool), TaskError> {
     store.write_grouped(|write| {
         if let Some(key) = &task.idempotency_key {
             let index = idempotency_key(&task.owner, key);
@@ -212,6 +218,9 @@ pub fn create(store: &Store, task: &Task, now: OffsetDateTime) -> Result<(Task, 
             )?;
         }
         insert(write, task)?;
+        if let Some(input) = secret_input {
+            super::secrets::hold(write, &task.id, input)?;
+        }
         Ok((task.clone(), false))
     })
 }
@@ -280,6 +289,7 @@ pub fn change_as(
             add_count(write, &format!("state/{}", after.state), 1)?;
             if after.state.is_ended() {
                 write.delete(Table::TaskActive, id)?;
+                super::secrets::erase(write, id, now)?;
             }
         }
         Ok((before, after))

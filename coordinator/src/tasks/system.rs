@@ -50,6 +50,8 @@ pub struct NewTask {
     pub instance: Option<u32>,
     /// What the executor works from.
     pub input: Value,
+    /// The whole input with its secrets, when `input` has them replaced (see [`super::secrets`]).
+    pub secret_input: Option<super::secrets::Redacted<Value>>,
     /// The task expires when it has not ended this long after it was submitted.
     pub deadline: Option<Duration>,
     /// The same key from the same owner within 24 h gives back the first task.
@@ -64,6 +66,7 @@ impl NewTask {
             owner: owner.into(),
             instance: None,
             input: Value::Null,
+            secret_input: None,
             deadline: None,
             idempotency_key: None,
         }
@@ -76,6 +79,12 @@ impl NewTask {
 
     pub fn input(mut self, input: Value) -> NewTask {
         self.input = input;
+        self
+    }
+
+    /// The whole input, secrets included, held apart from `input` and erased when the task ends.
+    pub fn secret_input(mut self, input: Value) -> NewTask {
+        self.secret_input = Some(super::secrets::Redacted::new(input));
         self
     }
 
@@ -813,7 +822,8 @@ impl TaskSystem {
             },
             created_at,
         );
-        let (task, existing) = persist::create(&self.inner.store, &task, created_at)?;
+        let secret_input = new.secret_input.as_ref().map(|input| input.expose());
+        let (task, existing) = persist::create(&self.inner.store, &task, secret_input, created_at)?;
         if !existing {
             self.inner.state_gauge(task.state).inc();
             if self.inner.started.load(Ordering::Acquire) {
