@@ -1,9 +1,9 @@
 //! A [`Backend`] that backs the simulated containers with real LXC containers on this host: a
-//! create clones a prepared base container (overlay snapshot) onto a bridge with a static
-//! address, and start, stop, shutdown, reboot, suspend, resume and destroy run the matching
-//! `lxc-*` commands. The cluster model keeps the Proxmox configuration; a watcher copies the real
-//! state (`lxc-info`) back into the model, so a container that stops or is frozen behind the
-//! API's back shows so in `status/current`.
+//! create clones a prepared base container (an overlay snapshot; a full copy of the unprivileged
+//! base for `unprivileged=1`) onto a bridge with a static address, and start, stop, shutdown,
+//! reboot, suspend, resume and destroy run the matching `lxc-*` commands. The cluster model keeps
+//! the Proxmox configuration; a watcher copies the real state (`lxc-info`) back into the model, so
+//! a container that stops or is frozen behind the API's back shows so in `status/current`.
 //!
 //! The host must provide the base container and the bridge (the end-to-end test harness creates
 //! both). Needs root.
@@ -277,12 +277,15 @@ impl LxcBackend {
             self.config.base.clone()
         };
         let address = self.pick_address(config)?;
-        run(
-            "lxc-copy",
-            &["-n", &base, "-N", &name, "-s", "-B", "overlayfs"],
-            Duration::from_secs(120),
-        )
-        .await?;
+        // A privileged clone is an overlay snapshot of the base. An unprivileged one is a full
+        // copy, as on a Proxmox storage: in an overlay mounted for a user namespace, dpkg's
+        // rename of the directories it makes with mode 000 fails with EXDEV.
+        let copy: &[&str] = if unprivileged {
+            &["-n", &base, "-N", &name]
+        } else {
+            &["-n", &base, "-N", &name, "-s", "-B", "overlayfs"]
+        };
+        run("lxc-copy", copy, Duration::from_secs(300)).await?;
         let written = self.write_config(&name, address, config);
         drop(lock);
         if let Err(error) = written {
@@ -637,9 +640,10 @@ fn mapped_root(config: &str) -> Option<(u32, u32)> {
     Some((uid?, gid?))
 }
 
-/// Gives `relative` (a file written under the writable root) and every folder on its way the
-/// owner they have in the lower layer, or the mapped root when they are new: files written from
-/// the host belong to root on the host, whom an unprivileged container sees as nobody.
+/// Gives `relative` (a file written under the writable root) and every folder on its way that
+/// the host's root owns the owner they have in the lower layer, or the mapped root when they are
+/// new: files made from the host belong to root on the host, whom an unprivileged container sees
+/// as nobody.
 fn own_like_lower(
     root: &Path,
     lower: Option<&Path>,
@@ -649,6 +653,10 @@ fn own_like_lower(
     let mut path = PathBuf::new();
     for component in relative.components() {
         path.push(component);
+        let current = fs::symlink_metadata(root.join(&path))?;
+        if current.uid() != 0 && current.gid() != 0 {
+            continue;
+        }
         let owner = lower
             .and_then(|lower| fs::symlink_metadata(lower.join(&path)).ok())
             .map(|metadata| (metadata.uid(), metadata.gid()))
