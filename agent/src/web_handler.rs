@@ -104,18 +104,31 @@ impl<S: WebServer + 'static> WebHandler<S> {
         let handler = self.clone();
         let log = context.clone();
         let name = operation_name(&operation);
+        let reported = reported_vhost(&operation);
         // Its own task: see the module's invariant.
         let work = tokio::spawn(async move {
             if changes(&operation) {
                 handler.ensure_installed().await?;
             }
-            handler
+            let output = handler
                 .run(operation)
                 .await
-                .map_err(|error| error.to_error_data())
+                .map_err(|error| error.to_error_data())?;
+            // The application's own answer is news for the task's log, never a failure.
+            let report = match reported {
+                Some(id) => handler.ops.site_answer(&id).await.ok(),
+                None => None,
+            };
+            Ok((output, report))
         });
         let outcome = match work.await {
-            Ok(outcome) => outcome,
+            Ok(Ok((output, report))) => {
+                if let Some(report) = report {
+                    log.log(report).await;
+                }
+                Ok(output)
+            }
+            Ok(Err(error)) => Err(error),
             Err(error) => Err(ErrorData::new(
                 ErrorCode::Internal,
                 format!("the {name} operation stopped unexpectedly: {error}"),
@@ -270,6 +283,17 @@ fn handles(operation: &Operation) -> bool {
             | Operation::CachePurge { .. }
             | Operation::CertificateCheck { .. }
     )
+}
+
+/// The vhost whose site's answer is reported after `operation` succeeds: the changes of its
+/// spec and of its administrator's block.
+fn reported_vhost(operation: &Operation) -> Option<String> {
+    match operation {
+        Operation::VhostPut { id, .. } | Operation::VhostSetExtra { id, .. } => {
+            Some(id.as_str().to_string())
+        }
+        _ => None,
+    }
 }
 
 /// Whether `operation` changes the web server's configuration (and so needs it installed).

@@ -1,11 +1,16 @@
 //! Vhosts on a real, private nginx: served by Host header, hostile input refused, failed changes
 //! rolled back with every other vhost still answering, versions remembered.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use agent::vhosts::probe::http_get_from;
+use agent::vhosts::render::vhost_probe_path;
 use agent::vhosts::spec::PhpSpec;
 use agent::vhosts::{ApplyStage, WebError};
 use sha2::{Digest, Sha256};
 use testkit::net::free_port;
-use testkit::vhosts::{Site, proxy_spec, static_spec};
+use testkit::vhosts::{Site, proxy_spec, static_spec, upstream};
 
 #[tokio::test]
 async fn vhosts_are_served_by_host_and_versioned() {
@@ -114,55 +119,25 @@ async fn failed_changes_are_rolled_back_and_other_vhosts_keep_answering() {
         .put_vhost("b", static_spec(&["b.example"], "b"))
         .await
         .unwrap();
-    let closed_port = free_port();
 
-    enum Change {
-        Extra(&'static str),
-        Spec(agent::vhosts::spec::VhostSpec),
-    }
+    // A configuration nginx refuses is never loaded, whatever the application would answer.
     let cases = vec![
         (
             "extra block nginx refuses",
-            Change::Extra("no_such_directive on;"),
+            "no_such_directive on;",
             ApplyStage::ConfigTest,
             "no_such_directive",
         ),
         (
-            "php socket that does not exist",
-            Change::Spec(agent::vhosts::spec::VhostSpec {
-                php: Some(PhpSpec {
-                    socket: "/nonexistent/php-fpm.sock".into(),
-                }),
-                ..static_spec(&["a.example"], "a-php")
-            }),
-            ApplyStage::Check,
-            "php-fpm.sock",
-        ),
-        (
-            "upstream nobody listens on",
-            Change::Spec(proxy_spec(
-                &["a.example"],
-                &format!("http://127.0.0.1:{closed_port}"),
-            )),
-            ApplyStage::Check,
-            "Connection refused",
-        ),
-        (
             "extra block that repeats a location",
-            Change::Extra("location / { return 200 'shadowed'; }"),
+            "location / { return 200 'shadowed'; }",
             ApplyStage::ConfigTest,
             "duplicate location",
         ),
     ];
-    let php_root = site.layout().web_root.join("a-php");
-    std::fs::create_dir_all(&php_root).unwrap();
-    std::fs::write(php_root.join("index.php"), "<?php echo 'never run';").unwrap();
-    for (name, change, stage, output) in cases {
+    for (name, extra, stage, output) in cases {
         let before = site.ops.get_vhost("a").unwrap();
-        let result = match change {
-            Change::Extra(extra) => site.ops.set_extra("a", Some(extra.to_string())).await,
-            Change::Spec(spec) => site.ops.put_vhost("a", spec).await,
-        };
+        let result = site.ops.set_extra("a", Some(extra.to_string())).await;
         let failure = match result {
             Err(WebError::Apply(failure)) => failure,
             other => panic!("{name}: expected a failed change, got {other:?}"),
@@ -334,4 +309,174 @@ async fn several_vhosts_apply_in_one_change_or_not_at_all() {
         Err(WebError::Invalid(error)) if error.has("server_names")
     ));
     assert_eq!(site.ops.live_state().unwrap(), state);
+}
+
+#[tokio::test]
+async fn vhosts_whose_application_is_down_are_created_and_changed() {
+    let Some(site) = Site::start().await else {
+        return;
+    };
+    let closed = free_port();
+    let upstream_url = format!("http://127.0.0.1:{closed}");
+    let created = site
+        .ops
+        .put_vhost("app", proxy_spec(&["app.example"], &upstream_url))
+        .await
+        .expect("a proxy vhost is created before its application runs");
+    assert_eq!(created.version, 1);
+    assert_eq!(site.body("app.example").await, "status 502");
+    let report = site.ops.site_answer("app").await.unwrap();
+    assert!(
+        report.contains("status 502") && report.contains("Connection refused"),
+        "the application's answer is reported: {report}"
+    );
+
+    // A PHP site whose FastCGI socket is missing is changed too; nginx answers 502 for it.
+    let php_root = site.layout().web_root.join("php");
+    std::fs::create_dir_all(&php_root).unwrap();
+    std::fs::write(php_root.join("index.php"), "<?php echo 'never run';").unwrap();
+    let php = agent::vhosts::spec::VhostSpec {
+        php: Some(PhpSpec {
+            socket: "/nonexistent/php-fpm.sock".into(),
+        }),
+        ..static_spec(&["php.example"], "php")
+    };
+    site.ops.put_vhost("php", php).await.unwrap();
+    assert_eq!(site.body("php.example").await, "status 502");
+
+    // While the application is down its vhost can still be changed.
+    let mut changed = proxy_spec(&["app.example"], &upstream_url);
+    changed.limits.max_body_bytes = Some(1000);
+    assert_eq!(site.ops.put_vhost("app", changed).await.unwrap().version, 2);
+
+    // Pointed at a running application, the same vhost serves it.
+    let (address, _) = upstream().await;
+    site.ops
+        .put_vhost(
+            "app",
+            proxy_spec(&["app.example"], &format!("http://{address}")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(site.body("app.example").await, "/ #1");
+    let report = site.ops.site_answer("app").await.unwrap();
+    assert!(report.contains("status 200"), "{report}");
+}
+
+#[tokio::test]
+async fn a_change_that_another_vhost_answers_for_is_rolled_back() {
+    let Some(site) = Site::start().await else {
+        return;
+    };
+    site.document_root("a", "site a\n");
+    site.document_root("b", "site b\n");
+    site.ops
+        .put_vhost("a", static_spec(&["a.example"], "a"))
+        .await
+        .unwrap();
+    site.ops
+        .put_vhost("b", static_spec(&["b.example"], "b"))
+        .await
+        .unwrap();
+    // The administrator's block gives vhost a the name of vhost b as well; nginx accepts it
+    // (with a warning) and serves b.example from a, whose file comes first.
+    site.ops
+        .set_extra("a", Some("server_name b.example;".into()))
+        .await
+        .unwrap();
+    assert_eq!(site.body("b.example").await, "site a\n");
+    let before = site.ops.get_vhost("b").unwrap();
+    let mut changed = static_spec(&["b.example"], "b");
+    changed.limits.max_body_bytes = Some(1000);
+    let failure = match site.ops.put_vhost("b", changed).await {
+        Err(WebError::Apply(failure)) => failure,
+        other => panic!("a change that nginx does not serve must fail: {other:?}"),
+    };
+    assert_eq!(failure.stage, ApplyStage::Check, "{failure:?}");
+    assert!(failure.restored, "{failure:?}");
+    assert!(failure.message.contains("vhost=a"), "{failure:?}");
+    assert_eq!(site.ops.get_vhost("b").unwrap(), before);
+}
+
+#[tokio::test]
+async fn the_probe_is_answered_to_the_agent_alone_and_by_its_own_vhost() {
+    let agent_address = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    let Some(site) = Site::start_with(|layout| {
+        layout.http_listen = SocketAddr::new(agent_address, layout.http_listen.port());
+    })
+    .await
+    else {
+        return;
+    };
+    site.document_root("a", "site a\n");
+    site.document_root("b", "site b\n");
+    site.ops
+        .put_vhost("a", static_spec(&["a.example"], "a"))
+        .await
+        .unwrap();
+    site.ops
+        .put_vhost("b", static_spec(&["b.example"], "b"))
+        .await
+        .unwrap();
+    let generation = site.ops.live_state().unwrap().generation;
+    let probe = vhost_probe_path(generation);
+    let get_from = |source: IpAddr, host: &'static str, path: String| {
+        let address = site.http_address();
+        async move {
+            http_get_from(Some(source), address, host, &path, Duration::from_secs(5))
+                .await
+                .map(|answer| (answer.status, answer.body.trim().to_string()))
+        }
+    };
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let cases = [
+        (
+            "the agent's address, this generation",
+            get_from(agent_address, "a.example", probe.clone()).await,
+            Some((
+                200,
+                format!("hostplane-probe generation={generation} vhost=a"),
+            )),
+        ),
+        (
+            "the agent's address, another vhost",
+            get_from(agent_address, "b.example", probe.clone()).await,
+            Some((
+                200,
+                format!("hostplane-probe generation={generation} vhost=b"),
+            )),
+        ),
+        (
+            "another address",
+            get_from(loopback, "a.example", probe.clone()).await,
+            Some((403, String::new())),
+        ),
+        (
+            "an earlier generation",
+            get_from(agent_address, "a.example", vhost_probe_path(generation - 1)).await,
+            Some((403, String::new())),
+        ),
+        (
+            "a host no vhost serves",
+            get_from(agent_address, "c.example", probe.clone()).await,
+            None,
+        ),
+    ];
+    for (name, answer, expected) in cases {
+        match expected {
+            Some((status, body)) => {
+                let (got_status, got_body) =
+                    answer.unwrap_or_else(|error| panic!("{name}: {error}"));
+                assert_eq!(got_status, status, "{name}: {got_body}");
+                if status == 200 {
+                    assert_eq!(got_body, body, "{name}");
+                } else {
+                    assert!(!got_body.contains("hostplane-probe"), "{name}: {got_body}");
+                }
+            }
+            None => assert!(answer.is_err(), "{name}: {answer:?}"),
+        }
+    }
+    // The site itself is served to every address.
+    assert_eq!(site.body("a.example").await, "site a\n");
 }

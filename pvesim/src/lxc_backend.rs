@@ -1,9 +1,9 @@
 //! A [`Backend`] that backs the simulated containers with real LXC containers on this host: a
-//! create clones a prepared base container (overlay snapshot) onto a bridge with a static
-//! address, and start, stop, shutdown, reboot, suspend, resume and destroy run the matching
-//! `lxc-*` commands. The cluster model keeps the Proxmox configuration; a watcher copies the real
-//! state (`lxc-info`) back into the model, so a container that stops or is frozen behind the
-//! API's back shows so in `status/current`.
+//! create clones a prepared base container (an overlay snapshot; a full copy of the unprivileged
+//! base for `unprivileged=1`) onto a bridge with a static address, and start, stop, shutdown,
+//! reboot, suspend, resume and destroy run the matching `lxc-*` commands. The cluster model keeps
+//! the Proxmox configuration; a watcher copies the real state (`lxc-info`) back into the model, so
+//! a container that stops or is frozen behind the API's back shows so in `status/current`.
 //!
 //! The host must provide the base container and the bridge (the end-to-end test harness creates
 //! both). Needs root.
@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +29,10 @@ use crate::model::Action;
 pub struct LxcConfig {
     /// The stopped container every new one is cloned from.
     pub base: String,
+    /// The stopped unprivileged container (its root file system owned by the mapped ids, its
+    /// configuration with `lxc.idmap` lines) that containers created with `unprivileged=1` are
+    /// cloned from; without one such a create fails.
+    pub unprivileged_base: Option<String>,
     /// The bridge the containers' `eth0` joins.
     pub bridge: String,
     /// The host's address on the bridge; containers get addresses in its subnet.
@@ -54,6 +59,7 @@ impl Default for LxcConfig {
     fn default() -> Self {
         LxcConfig {
             base: "hostplane-base-bookworm".into(),
+            unprivileged_base: None,
             bridge: "hpbr0".into(),
             host_address: Ipv4Addr::new(10, 213, 37, 1),
             prefix_length: 24,
@@ -259,21 +265,27 @@ impl LxcBackend {
         if self.container_exists(&name) {
             return Err(format!("an LXC container {name} already exists"));
         }
+        let unprivileged = config
+            .get("unprivileged")
+            .is_some_and(|value| value == "1" || value == "true");
+        let base = if unprivileged {
+            self.config.unprivileged_base.clone().ok_or_else(|| {
+                "unprivileged containers need an unprivileged base container, and none is configured"
+                    .to_string()
+            })?
+        } else {
+            self.config.base.clone()
+        };
         let address = self.pick_address(config)?;
-        run(
-            "lxc-copy",
-            &[
-                "-n",
-                &self.config.base,
-                "-N",
-                &name,
-                "-s",
-                "-B",
-                "overlayfs",
-            ],
-            Duration::from_secs(120),
-        )
-        .await?;
+        // A privileged clone is an overlay snapshot of the base. An unprivileged one is a full
+        // copy, as on a Proxmox storage: in an overlay mounted for a user namespace, dpkg's
+        // rename of the directories it makes with mode 000 fails with EXDEV.
+        let copy: &[&str] = if unprivileged {
+            &["-n", &base, "-N", &name]
+        } else {
+            &["-n", &base, "-N", &name, "-s", "-B", "overlayfs"]
+        };
+        run("lxc-copy", copy, Duration::from_secs(300)).await?;
         let written = self.write_config(&name, address, config);
         drop(lock);
         if let Err(error) = written {
@@ -281,8 +293,8 @@ impl LxcBackend {
             return Err(error);
         }
         log.push(format!(
-            "LXC container {name} cloned from {} at {address}/{} on {}",
-            self.config.base, self.config.prefix_length, self.config.bridge
+            "LXC container {name} cloned from {base} at {address}/{} on {}",
+            self.config.prefix_length, self.config.bridge
         ));
         if start {
             if let Err(error) = run("lxc-start", &["-n", &name], START).await {
@@ -390,6 +402,18 @@ impl LxcBackend {
         fs::write(&path, lines.join("\n") + "\n").map_err(|error| error.to_string())?;
         let root = writable_root(&lines.join("\n"))
             .ok_or_else(|| format!("{name} has no lxc.rootfs.path"))?;
+        let lower = lower_root(&lines.join("\n"));
+        let mapped_root = mapped_root(&lines.join("\n"));
+        if mapped_root.is_some() {
+            // The mapped root must reach its root file system through the container's folder.
+            let folder = self.config.lxc_path.join(name);
+            let mode = fs::metadata(&folder)
+                .map_err(|error| error.to_string())?
+                .permissions()
+                .mode();
+            fs::set_permissions(&folder, fs::Permissions::from_mode(mode | 0o001))
+                .map_err(|error| error.to_string())?;
+        }
         let mut files = vec![("etc/hostname", format!("{hostname}\n"))];
         if let Some(proxy) = &self.config.apt_proxy {
             files.push((
@@ -404,6 +428,10 @@ impl LxcBackend {
             }
             fs::write(&target, content)
                 .map_err(|error| format!("cannot write {}: {error}", target.display()))?;
+            if let Some((uid, gid)) = mapped_root {
+                own_like_lower(&root, lower.as_deref(), Path::new(file), (uid, gid))
+                    .map_err(|error| format!("cannot own {}: {error}", target.display()))?;
+            }
         }
         Ok(())
     }
@@ -577,6 +605,65 @@ fn writable_root(config: &str) -> Option<PathBuf> {
         _ => rootfs,
     };
     Some(PathBuf::from(folder))
+}
+
+/// The lower (read-only) folder of an overlay root file system.
+fn lower_root(config: &str) -> Option<PathBuf> {
+    let rootfs = config_value(config, "lxc.rootfs.path")?;
+    match rootfs.split_once(':') {
+        Some(("overlay" | "overlayfs", layers)) => layers.split(':').next().map(PathBuf::from),
+        _ => None,
+    }
+}
+
+/// The host uid and gid that root inside maps to, for a container with `lxc.idmap` lines.
+fn mapped_root(config: &str) -> Option<(u32, u32)> {
+    let mut uid = None;
+    let mut gid = None;
+    for line in config.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if key.trim() != "lxc.idmap" {
+            continue;
+        }
+        let fields: Vec<&str> = value.split_whitespace().collect();
+        if let [kind, "0", host, _count] = fields.as_slice() {
+            let host = host.parse().ok();
+            match *kind {
+                "u" => uid = host,
+                "g" => gid = host,
+                _ => {}
+            }
+        }
+    }
+    Some((uid?, gid?))
+}
+
+/// Gives `relative` (a file written under the writable root) and every folder on its way that
+/// the host's root owns the owner they have in the lower layer, or the mapped root when they are
+/// new: files made from the host belong to root on the host, whom an unprivileged container sees
+/// as nobody.
+fn own_like_lower(
+    root: &Path,
+    lower: Option<&Path>,
+    relative: &Path,
+    mapped_root: (u32, u32),
+) -> std::io::Result<()> {
+    let mut path = PathBuf::new();
+    for component in relative.components() {
+        path.push(component);
+        let current = fs::symlink_metadata(root.join(&path))?;
+        if current.uid() != 0 && current.gid() != 0 {
+            continue;
+        }
+        let owner = lower
+            .and_then(|lower| fs::symlink_metadata(lower.join(&path)).ok())
+            .map(|metadata| (metadata.uid(), metadata.gid()))
+            .unwrap_or(mapped_root);
+        std::os::unix::fs::lchown(root.join(&path), Some(owner.0), Some(owner.1))?;
+    }
+    Ok(())
 }
 
 /// Which cgroup hierarchy the host uses.
@@ -788,5 +875,28 @@ mod tests {
             assert_eq!(picked, expected, "{net}");
         }
         fs::remove_dir_all(&folder).unwrap();
+    }
+
+    #[test]
+    fn an_unprivileged_clone_is_read_from_its_configuration() {
+        let unprivileged = "lxc.rootfs.path = overlay:/var/lib/lxc/base-u/rootfs:/var/lib/lxc/c/overlay/delta\n\
+                            lxc.idmap = u 0 100000 65536\nlxc.idmap = g 0 200000 65536\n";
+        assert_eq!(mapped_root(unprivileged), Some((100000, 200000)));
+        assert_eq!(
+            lower_root(unprivileged),
+            Some(PathBuf::from("/var/lib/lxc/base-u/rootfs"))
+        );
+        assert_eq!(
+            writable_root(unprivileged),
+            Some(PathBuf::from("/var/lib/lxc/c/overlay/delta"))
+        );
+        let privileged = "lxc.rootfs.path = dir:/var/lib/lxc/c/rootfs\n";
+        assert_eq!(mapped_root(privileged), None);
+        assert_eq!(lower_root(privileged), None);
+        // A map that does not start at root inside maps no root.
+        assert_eq!(
+            mapped_root("lxc.idmap = u 1 100000 10\nlxc.idmap = g 1 100000 10\n"),
+            None
+        );
     }
 }

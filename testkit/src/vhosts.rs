@@ -38,13 +38,19 @@ pub struct Site {
 impl Site {
     /// Installs and starts a private nginx, or `None` when nginx is missing (see [`nginx_available`]).
     pub async fn start() -> Option<Site> {
+        Site::start_with(|_| {}).await
+    }
+
+    /// [`Site::start`] on a private layout changed by `adjust` first.
+    pub async fn start_with(adjust: impl FnOnce(&mut WebLayout)) -> Option<Site> {
         if !nginx_available() {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
         // nginx's workers run as an unprivileged user and must reach the document roots.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let layout = WebLayout::private(dir.path(), free_port(), free_port());
+        let mut layout = WebLayout::private(dir.path(), free_port(), free_port());
+        adjust(&mut layout);
         let ops = WebOps::nginx(layout);
         ops.install().await.unwrap();
         Some(Site { dir, ops })

@@ -38,6 +38,13 @@ pub const HOST_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 213, 37, 1);
 pub const PREFIX_LENGTH: u8 = 24;
 /// The cached, provisioned, stopped base container.
 pub const BASE_CONTAINER: &str = "hostplane-base-bookworm";
+/// The cached unprivileged copy of [`BASE_CONTAINER`] (made on first use): its root file system
+/// owned by the ids root's are mapped to, as Proxmox makes unprivileged containers.
+pub const UNPRIVILEGED_BASE: &str = "hostplane-base-bookworm-unprivileged";
+/// The first host id root inside an unprivileged container maps to (`/etc/subuid`, `/etc/subgid`).
+pub const ID_OFFSET: u32 = 100_000;
+/// How many ids an unprivileged container maps.
+pub const ID_COUNT: u32 = 65_536;
 /// Last bytes of the addresses given to clones made by this harness.
 pub const CLONE_ADDRESSES: RangeInclusive<u8> = 10..=99;
 /// Last bytes of the addresses pvesim's LXC backend should use, apart from the harness's.
@@ -243,6 +250,14 @@ impl Testbed {
         Ok(Teardown {
             removed_bridge_and_proxy: true,
         })
+    }
+
+    /// Makes the cached unprivileged base unless a current one exists, and returns its name
+    /// (for pvesim's `LxcConfig::unprivileged_base`).
+    pub fn unprivileged_base(&self) -> anyhow::Result<&'static str> {
+        let _lock = host::HostLock::acquire(Duration::from_secs(30 * 60))?;
+        base::ensure_unprivileged(self.inner.proxy_port)?;
+        Ok(UNPRIVILEGED_BASE)
     }
 
     /// The host's address on the bridge (listen here for containers to reach you).

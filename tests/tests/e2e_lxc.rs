@@ -3,7 +3,8 @@
 //! there from its Debian package → apt, nginx and MariaDB inside.
 //!
 //! Through the API only: register the Proxmox node, create and start an instance (a real
-//! container on the test bridge), get an enrollment token; the agent package is installed in the
+//! unprivileged container on the test bridge, root inside mapped to an ordinary user outside, as
+//! Proxmox makes them by default), get an enrollment token; the agent package is installed in the
 //! container with that token, the way a provider's template would. Then, still through the API:
 //! install nginx and fetch a page from the container, create a vhost and fetch its page, deploy a
 //! certificate and fetch the page over HTTPS, install MariaDB, create a database and dump it; restart the coordinator and reboot the container (through the API), and the agent
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use hostplane_tests::coordinator::{Api, CoordinatorOptions, HostCoordinator};
-use hostplane_tests::lxc::{Container, Testbed, host};
+use hostplane_tests::lxc::{Container, ID_OFFSET, Testbed, host};
 use hostplane_tests::packages;
 use pvesim::{LxcConfig, SimConfig, Simulator};
 use serde_json::{Value, json};
@@ -248,7 +249,12 @@ fn the_public_api_drives_a_real_container_through_its_agent() -> anyhow::Result<
         .worker_threads(2)
         .enable_all()
         .build()?;
+    // The coordinator creates unprivileged containers, as Proxmox does by default; pvesim
+    // clones those from the unprivileged base (made once, then cached like the base).
+    let unprivileged_base = testbed.unprivileged_base()?;
+    clock.step("unprivileged base ready");
     let lxc = LxcConfig {
+        unprivileged_base: Some(unprivileged_base.to_string()),
         // Named like the harness's clones, so a killed run's leftovers are removed next time.
         name_prefix: format!("{}-", Testbed::container_name("e2e")),
         apt_proxy: Some(testbed.apt_proxy_url()),
@@ -308,7 +314,19 @@ fn the_public_api_drives_a_real_container_through_its_agent() -> anyhow::Result<
     container.wait_until_up()?;
     let shown = panel.ok("GET", &format!("/api/v1/instance/{instance}"), None)?;
     ensure!(shown["instance"]["status"] == "running", "{shown}");
-    clock.step("instance created and started through the API: a real container");
+    // Root inside is an ordinary user outside: everything below runs unprivileged.
+    let uid_map = container.exec_checked(&["cat", "/proc/self/uid_map"])?;
+    let mapping: Vec<&str> = uid_map.split_whitespace().collect();
+    ensure!(
+        mapping
+            == [
+                "0",
+                &ID_OFFSET.to_string(),
+                &hostplane_tests::lxc::ID_COUNT.to_string()
+            ],
+        "the container is not unprivileged: uid_map {uid_map:?}"
+    );
+    clock.step("instance created and started through the API: a real, unprivileged container");
 
     let offer = panel.ok(
         "POST",

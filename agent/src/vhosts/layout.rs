@@ -105,6 +105,13 @@ impl WebLayout {
         SocketAddr::new(ip, self.http_listen.port())
     }
 
+    /// The address the agent's checks come from: the probe address's own address, bound
+    /// explicitly, so nginx can answer the probe to it alone (on loopback the kernel would
+    /// otherwise pick 127.0.0.1 for any 127.0.0.0/8 destination).
+    pub fn probe_source(&self) -> IpAddr {
+        self.probe_address().ip()
+    }
+
     /// The `live` link: the configuration generation nginx includes.
     pub fn live_link(&self) -> PathBuf {
         self.base_dir.join("live")

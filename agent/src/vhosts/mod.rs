@@ -29,7 +29,7 @@ use tokio::sync::Mutex;
 
 use crate::vhosts::layout::WebLayout;
 use crate::vhosts::plan::{render_site, stamp_versions};
-use crate::vhosts::probe::http_get;
+use crate::vhosts::probe::{http_get_from, probe_verdict};
 use crate::vhosts::render::{PROBE_HOST, PROBE_PATH, render_main_config};
 use crate::vhosts::server::{Nginx, WebServer};
 use crate::vhosts::spec::{Presence, ValidationError, VhostId, VhostSpec};
@@ -170,6 +170,8 @@ pub struct WebOps<S: WebServer = Nginx> {
     lock: Mutex<()>,
     /// How long the check request (and waiting for a reload) may take.
     pub check_deadline: Duration,
+    /// How long the report of the site's own answer after a change may wait for it.
+    pub site_answer_deadline: Duration,
 }
 
 impl<S: WebServer> std::fmt::Debug for WebOps<S> {
@@ -197,6 +199,7 @@ impl<S: WebServer> WebOps<S> {
             server,
             lock: Mutex::new(()),
             check_deadline: Duration::from_secs(10),
+            site_answer_deadline: Duration::from_secs(3),
         }
     }
 
@@ -643,7 +646,8 @@ impl<S: WebServer> WebOps<S> {
         })
     }
 
-    /// Reloads, waits for the generation to serve, and checks the changed vhost answers.
+    /// Reloads, waits for the generation to serve, and checks that nginx serves the changed vhost
+    /// from the new generation (its probe answer, not the application behind it).
     async fn activate(
         &self,
         generation: u64,
@@ -669,23 +673,70 @@ impl<S: WebServer> WebOps<S> {
             Ok(vhost) => vhost.check_host(),
             Err(error) => return Err((ApplyStage::Check, error.to_string(), String::new())),
         };
+        // nginx itself answers the probe: the application behind the vhost may be down or
+        // not yet started, and that is no reason to keep the previous configuration.
+        let path = render::vhost_probe_path(generation);
         let vhost_log = self.layout.log_dir.join(format!("{id}.error.log"));
-        match http_get(self.layout.probe_address(), &host, "/", self.check_deadline).await {
-            Ok(answer) if answer.status < 500 => Ok(()),
-            Ok(answer) => Err((
-                ApplyStage::Check,
-                format!(
-                    "the vhost answered a request for http://{host}/ with status {}",
-                    answer.status
-                ),
-                self.log_tail(&vhost_log),
-            )),
+        match self.probe_get(&host, &path, self.check_deadline).await {
+            Ok(answer) => probe_verdict(&answer, generation, id).map_err(|message| {
+                (
+                    ApplyStage::Check,
+                    format!("http://{host}{path}: {message}"),
+                    self.log_tail(&vhost_log),
+                )
+            }),
             Err(error) => Err((
                 ApplyStage::Check,
-                format!("the vhost did not answer a request for http://{host}/: {error}"),
+                format!("the vhost did not answer the probe http://{host}{path}: {error}"),
                 self.log_tail(&vhost_log),
             )),
         }
+    }
+
+    /// A request through nginx from the probe source address (see [`WebLayout::probe_source`]).
+    async fn probe_get(
+        &self,
+        host: &str,
+        path: &str,
+        deadline: Duration,
+    ) -> io::Result<probe::HttpAnswer> {
+        http_get_from(
+            Some(self.layout.probe_source()),
+            self.layout.probe_address(),
+            host,
+            path,
+            deadline,
+        )
+        .await
+    }
+
+    /// What the site behind a live vhost answers to `GET /`, as a sentence for a task's log:
+    /// reported after a change, never a reason to undo it.
+    pub async fn site_answer(&self, id: &str) -> Result<String, WebError> {
+        let (id, record) = self.vhost_record(id)?;
+        let host = record.spec.validate(&self.layout.web_root)?.check_host();
+        Ok(
+            match self.probe_get(&host, "/", self.site_answer_deadline).await {
+                Ok(answer) if answer.status < 500 => {
+                    format!(
+                        "the site answers http://{host}/ with status {}",
+                        answer.status
+                    )
+                }
+                Ok(answer) => {
+                    let mut sentence = format!(
+                        "the site answers http://{host}/ with status {}; nginx serves the vhost, the application behind it is failing or not running",
+                        answer.status
+                    );
+                    let tail = self.log_tail(&self.layout.log_dir.join(format!("{id}.error.log")));
+                    if let Some(last) = tail.lines().last() {
+                        sentence.push_str(&format!(" (nginx logged: {last})"));
+                    }
+                    sentence
+                }
+                Err(error) => format!("the site did not answer http://{host}/: {error}"),
+            },
+        )
     }
 
     /// Waits (bounded) until nginx's probe server reports the generation.
@@ -697,13 +748,9 @@ impl<S: WebServer> WebOps<S> {
             if started.elapsed() > self.check_deadline {
                 break;
             }
-            match http_get(
-                self.layout.probe_address(),
-                PROBE_HOST,
-                PROBE_PATH,
-                Duration::from_secs(1),
-            )
-            .await
+            match self
+                .probe_get(PROBE_HOST, PROBE_PATH, Duration::from_secs(1))
+                .await
             {
                 Ok(answer) if answer.status == 200 && answer.body.trim() == expected => {
                     return Ok(());

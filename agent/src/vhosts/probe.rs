@@ -1,12 +1,15 @@
 //! A minimal HTTP/1.1 client for the agent's own checks through the web server: one request per
-//! connection, a deadline, and a bounded answer.
+//! connection, a deadline, and a bounded answer; and the verdict on a vhost's probe answer.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::vhosts::render::vhost_probe_answer;
+use crate::vhosts::spec::VhostId;
 
 /// The most bytes of an answer that are read.
 pub const ANSWER_LIMIT: usize = 64 * 1024;
@@ -40,7 +43,18 @@ pub async fn http_get(
     path: &str,
     deadline: Duration,
 ) -> io::Result<HttpAnswer> {
-    tokio::time::timeout(deadline, exchange(address, host, path))
+    http_get_from(None, address, host, path, deadline).await
+}
+
+/// [`http_get`] from a given source address (any port), or from the one the kernel picks.
+pub async fn http_get_from(
+    source: Option<IpAddr>,
+    address: SocketAddr,
+    host: &str,
+    path: &str,
+    deadline: Duration,
+) -> io::Result<HttpAnswer> {
+    tokio::time::timeout(deadline, exchange(source, address, host, path))
         .await
         .map_err(|_| {
             io::Error::new(
@@ -50,8 +64,23 @@ pub async fn http_get(
         })?
 }
 
-async fn exchange(address: SocketAddr, host: &str, path: &str) -> io::Result<HttpAnswer> {
-    let mut stream = TcpStream::connect(address).await?;
+async fn exchange(
+    source: Option<IpAddr>,
+    address: SocketAddr,
+    host: &str,
+    path: &str,
+) -> io::Result<HttpAnswer> {
+    let mut stream = match source {
+        None => TcpStream::connect(address).await?,
+        Some(source) => {
+            let socket = match source {
+                IpAddr::V4(_) => TcpSocket::new_v4()?,
+                IpAddr::V6(_) => TcpSocket::new_v6()?,
+            };
+            socket.bind(SocketAddr::new(source, 0))?;
+            socket.connect(address).await?
+        }
+    };
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: hostplane-agent-check\r\nConnection: close\r\n\r\n"
     );
@@ -67,6 +96,23 @@ async fn exchange(address: SocketAddr, host: &str, path: &str) -> io::Result<Htt
     }
     answer.truncate(ANSWER_LIMIT);
     parse_answer(&answer)
+}
+
+/// Whether an answer to the probe of `generation` (see [`vhost_probe_path`]) proves that nginx
+/// serves that generation for vhost `id`; if not, what came instead, as a sentence.
+pub fn probe_verdict(answer: &HttpAnswer, generation: u64, id: &VhostId) -> Result<(), String> {
+    let expected = vhost_probe_answer(&generation.to_string(), id);
+    if answer.status == 200 && answer.body.trim() == expected {
+        return Ok(());
+    }
+    let mut body: String = answer.body.trim().chars().take(120).collect();
+    if body.is_empty() {
+        body = "an empty body".into();
+    }
+    Err(format!(
+        "the probe of generation {generation} for vhost {id} was answered with status {} and {body:?} instead of {expected:?}",
+        answer.status
+    ))
 }
 
 /// Parses the status line, headers and body of an HTTP/1.x answer.
@@ -127,6 +173,53 @@ mod tests {
             b"HTTP/1.1 abc\r\n\r\n",
         ] {
             assert!(parse_answer(broken).is_err(), "{broken:?}");
+        }
+    }
+
+    #[test]
+    fn probe_verdict_cases() {
+        let id = VhostId::parse("site-a").unwrap();
+        let answer = |status: u16, body: &str| HttpAnswer {
+            status,
+            headers: Vec::new(),
+            body: body.to_string(),
+        };
+        let cases = [
+            (
+                "this generation and vhost",
+                answer(200, "hostplane-probe generation=7 vhost=site-a"),
+                true,
+            ),
+            (
+                "trailing newline",
+                answer(200, "hostplane-probe generation=7 vhost=site-a\n"),
+                true,
+            ),
+            (
+                "previous generation",
+                answer(200, "hostplane-probe generation=6 vhost=site-a"),
+                false,
+            ),
+            (
+                "another vhost",
+                answer(200, "hostplane-probe generation=7 vhost=site-b"),
+                false,
+            ),
+            (
+                "the application's page",
+                answer(200, "<html>hello</html>"),
+                false,
+            ),
+            ("refused", answer(403, ""), false),
+            ("the application failing", answer(502, "Bad Gateway"), false),
+            (
+                "wrong status",
+                answer(204, "hostplane-probe generation=7 vhost=site-a"),
+                false,
+            ),
+        ];
+        for (name, answer, accepted) in cases {
+            assert_eq!(probe_verdict(&answer, 7, &id).is_ok(), accepted, "{name}");
         }
     }
 }

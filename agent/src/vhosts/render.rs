@@ -17,6 +17,11 @@ pub const PROBE_HOST: &str = "generation.hostplane.invalid";
 pub const PROBE_PATH: &str = "/generation";
 /// Where ACME HTTP-01 answers are served.
 pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+/// Where every vhost answers the agent's check itself: the generation follows the prefix.
+pub const VHOST_PROBE_PREFIX: &str = "/.well-known/hostplane-probe/";
+/// The nginx variable the probe server's map sets: the generation for the agent's request of
+/// the live generation's probe path, `refused` for any other request of a probe path.
+const VHOST_PROBE_VARIABLE: &str = "$hostplane_probe";
 
 /// Quotes a value for the nginx configuration parser.
 pub fn quote(value: &str) -> String {
@@ -148,11 +153,42 @@ pub fn render_main_config(layout: &WebLayout, include_dir: &Path) -> String {
     text.text
 }
 
+/// The path the agent requests from a vhost to check that `generation` serves it.
+pub fn vhost_probe_path(generation: u64) -> String {
+    format!("{VHOST_PROBE_PREFIX}{generation}")
+}
+
+/// What a vhost answers to the agent's probe request, with `generation` as nginx fills it in.
+pub fn vhost_probe_answer(generation: &str, id: &VhostId) -> String {
+    format!("hostplane-probe generation={generation} vhost={id}")
+}
+
 /// Renders the agent's probe server, which answers with the generation number so the agent can
-/// tell when a reload has taken effect.
+/// tell when a reload has taken effect, and the map that lets each vhost answer the agent's
+/// probe of this generation (see [`render_vhost_probe`]).
 pub fn render_probe_server(layout: &WebLayout, generation: u64) -> String {
     let mut text = Text::default();
     text.line("# The hostplane agent's probe: tells which configuration generation is serving.");
+    text.line("# A vhost answers its probe path of this generation only to the agent's address.");
+    text.open(&format!("map \"$remote_addr $uri\" {VHOST_PROBE_VARIABLE}"));
+    text.line("default \"\";");
+    text.line(&format!(
+        "{} {};",
+        quote(&format!(
+            "{} {}",
+            layout.probe_source(),
+            vhost_probe_path(generation)
+        )),
+        quote(&generation.to_string())
+    ));
+    text.line(&format!(
+        "{} refused;",
+        quote(&format!(
+            "~^[^ ]+ {}",
+            VHOST_PROBE_PREFIX.replace('.', "[.]")
+        ))
+    ));
+    text.close();
     text.open("server");
     listen_lines(&mut text, layout.http_listen, "");
     text.line(&format!("server_name {PROBE_HOST};"));
@@ -166,6 +202,22 @@ pub fn render_probe_server(layout: &WebLayout, generation: u64) -> String {
     text.close();
     text.close();
     text.text
+}
+
+/// The lines every server block of a vhost starts with: the agent's probe is answered by nginx
+/// itself, before the vhost's content and the administrator's block (whose server-level
+/// `return` or `rewrite` would otherwise hide it), so a change is checked without asking the
+/// application behind the vhost.
+fn render_vhost_probe(text: &mut Text, id: &VhostId) {
+    text.open(&format!("if ({VHOST_PROBE_VARIABLE} = refused)"));
+    text.line("return 403;");
+    text.close();
+    text.open(&format!("if ({VHOST_PROBE_VARIABLE})"));
+    text.line(&format!(
+        "return 200 {};",
+        quote(&vhost_probe_answer(VHOST_PROBE_VARIABLE, id))
+    ));
+    text.close();
 }
 
 /// The certificate files nginx serves for a vhost.
@@ -249,7 +301,8 @@ pub fn render_vhost(input: &VhostInput<'_>, layout: &WebLayout) -> String {
     }
 
     let tls_redirect = input.tls.is_some() && vhost.https_redirect;
-    let logs = |text: &mut Text| {
+    let preamble = |text: &mut Text| {
+        render_vhost_probe(text, id);
         if vhost.logs.access {
             text.line(&format!(
                 "access_log {};",
@@ -298,7 +351,7 @@ pub fn render_vhost(input: &VhostInput<'_>, layout: &WebLayout) -> String {
         text.line(&names_line(
             &mut vhost.all_names().iter().map(ToString::to_string),
         ));
-        logs(&mut text);
+        preamble(&mut text);
         challenge(&mut text);
         text.open("location /");
         let https_port = if layout.https_listen.port() == 443 {
@@ -318,7 +371,7 @@ pub fn render_vhost(input: &VhostInput<'_>, layout: &WebLayout) -> String {
         text.open("server");
         listens(&mut text);
         text.line(&format!("server_name {};", redirect.from));
-        logs(&mut text);
+        preamble(&mut text);
         challenge(&mut text);
         text.open("location /");
         text.line(&format!(
@@ -336,7 +389,7 @@ pub fn render_vhost(input: &VhostInput<'_>, layout: &WebLayout) -> String {
     text.line(&names_line(
         &mut vhost.names.iter().map(ToString::to_string),
     ));
-    logs(&mut text);
+    preamble(&mut text);
     if let Some(bytes) = vhost.limits.max_body_bytes {
         text.line(&format!("client_max_body_size {bytes};"));
     }
@@ -488,6 +541,8 @@ mod tests {
                     "    access_log \"/t/log/site-one.access.log\";\n",
                     "    error_log \"/t/log/site-one.error.log\" error;\n",
                     "    location ^~ /.well-known/acme-challenge/ {\n        root \"/t/hostplane/acme-challenge/site-one\";\n",
+                    // nginx answers the agent's probe before anything of the vhost's own.
+                    "    server_name example.com;\n    if ($hostplane_probe = refused) {\n        return 403;\n    }\n    if ($hostplane_probe) {\n        return 200 \"hostplane-probe generation=$hostplane_probe vhost=site-one\";\n    }\n",
                 ],
                 absent: vec!["ssl", "cache", "fastcgi", "proxy_pass"],
             },
@@ -621,6 +676,12 @@ mod tests {
                 "{}: braces",
                 case.name
             );
+            assert_eq!(
+                text.matches("if ($hostplane_probe = refused)").count(),
+                text.matches("\n    server_name ").count(),
+                "{}: every server block answers the probe",
+                case.name
+            );
         }
     }
 
@@ -653,6 +714,19 @@ mod tests {
             assert!(text.contains(snippet), "missing {snippet:?} in\n{text}");
         }
         let probe = render_probe_server(&layout, 42);
-        assert!(probe.contains("return 200 \"42\";"), "{probe}");
+        for snippet in [
+            "return 200 \"42\";",
+            // The probe of this generation, from the agent's address only; any other is refused.
+            "map \"$remote_addr $uri\" $hostplane_probe {\n    default \"\";\n    \"127.0.0.1 /.well-known/hostplane-probe/42\" \"42\";\n    \"~^[^ ]+ /[.]well-known/hostplane-probe/\" refused;\n}\n",
+        ] {
+            assert!(probe.contains(snippet), "missing {snippet:?} in\n{probe}");
+        }
+        let mut specific = WebLayout::private(Path::new("/t"), 8080, 8443);
+        specific.http_listen = "127.0.0.2:8080".parse().unwrap();
+        assert!(
+            render_probe_server(&specific, 7)
+                .contains("\"127.0.0.2 /.well-known/hostplane-probe/7\" \"7\";"),
+            "the probe is answered to the address the agent binds"
+        );
     }
 }

@@ -1,16 +1,19 @@
 //! The cached base container every clone starts from: created once with the Debian template,
 //! provisioned once (static network on our bridge, apt through the host proxy, CA certificates),
-//! then kept stopped. A marker file in its root file system says provisioning finished.
+//! then kept stopped. A marker file in its root file system says provisioning finished. Its
+//! unprivileged copy is made from it on first use: the same files owned by the mapped ids.
 
 use std::fs;
 use std::net::Ipv4Addr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use super::{
-    BASE_CONTAINER, BRIDGE, HOST_ADDRESS, LXC_PATH, PREFIX_LENGTH, STATE_DIR, host, wait_until_up,
+    BASE_CONTAINER, BRIDGE, HOST_ADDRESS, ID_COUNT, ID_OFFSET, LXC_PATH, PREFIX_LENGTH, STATE_DIR,
+    UNPRIVILEGED_BASE, host, wait_until_up,
 };
 use crate::command::{run, run_checked};
 
@@ -179,5 +182,122 @@ fn provision() -> anyhow::Result<()> {
         Duration::from_secs(15 * 60),
     )
     .context("provisioning the base container")?;
+    Ok(())
+}
+
+fn unprivileged_rootfs() -> PathBuf {
+    Path::new(LXC_PATH).join(UNPRIVILEGED_BASE).join("rootfs")
+}
+
+/// The marker of an unprivileged base made from the current base.
+fn unprivileged_marker() -> String {
+    format!("{BASE_VERSION} unprivileged {ID_OFFSET} {ID_COUNT}")
+}
+
+/// Makes the unprivileged copy of the base unless a current one exists (call with the host
+/// lock held, after [`ensure`]): a full copy whose every file is owned by its id plus
+/// [`ID_OFFSET`], with `lxc.idmap` lines, as Proxmox converts a container to unprivileged.
+pub(crate) fn ensure_unprivileged(proxy_port: u16) -> anyhow::Result<()> {
+    ensure_subordinate_ids()?;
+    let ready = fs::read_to_string(unprivileged_rootfs().join(MARKER))
+        .is_ok_and(|text| text.trim() == unprivileged_marker());
+    if ready {
+        return write_owned_files(&unprivileged_rootfs(), &guest_files(proxy_port));
+    }
+    let started = Instant::now();
+    if host::container_exists(UNPRIVILEGED_BASE) {
+        host::destroy_container(UNPRIVILEGED_BASE)?;
+    }
+    run_checked(
+        "lxc-copy",
+        &["-n", BASE_CONTAINER, "-N", UNPRIVILEGED_BASE],
+        Duration::from_secs(10 * 60),
+    )?;
+    let root = unprivileged_rootfs();
+    shift_ownership(&root).with_context(|| format!("shifting the owners in {}", root.display()))?;
+    let folder = Path::new(LXC_PATH).join(UNPRIVILEGED_BASE);
+    let config_path = folder.join("config");
+    let mut config = fs::read_to_string(&config_path)?;
+    config.push_str(&idmap_lines());
+    fs::write(&config_path, config)?;
+    // The mapped root must reach its root file system through the container's folder.
+    let mode = fs::metadata(&folder)?.permissions().mode();
+    fs::set_permissions(&folder, fs::Permissions::from_mode(mode | 0o001))?;
+    write_owned_files(&root, &guest_files(proxy_port))?;
+    write_owned_files(&root, &[(MARKER, unprivileged_marker())])?;
+    eprintln!(
+        "[lxc] unprivileged base {UNPRIVILEGED_BASE} made in {:.1?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// The `lxc.idmap` lines of an unprivileged container.
+pub fn idmap_lines() -> String {
+    format!("lxc.idmap = u 0 {ID_OFFSET} {ID_COUNT}\nlxc.idmap = g 0 {ID_OFFSET} {ID_COUNT}\n")
+}
+
+/// Adds `root:ID_OFFSET:ID_COUNT` to `/etc/subuid` and `/etc/subgid` when missing.
+fn ensure_subordinate_ids() -> anyhow::Result<()> {
+    let line = format!("root:{ID_OFFSET}:{ID_COUNT}");
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = match fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(error) => return Err(error).with_context(|| format!("reading {file}")),
+        };
+        if !text.lines().any(|existing| existing.trim() == line) {
+            let mut text = text;
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(&line);
+            text.push('\n');
+            fs::write(file, text).with_context(|| format!("writing {file}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Gives every file under `root` (not following links) its owner and group plus
+/// [`ID_OFFSET`], keeping the modes (a change of owner clears set-uid and set-gid bits).
+fn shift_ownership(root: &Path) -> std::io::Result<()> {
+    let mut pending = vec![root.to_path_buf()];
+    let mut count: u64 = 0;
+    while let Some(path) = pending.pop() {
+        count += 1;
+        if count > 5_000_000 {
+            return Err(std::io::Error::other(
+                "more files than a base container has",
+            ));
+        }
+        let metadata = fs::symlink_metadata(&path)?;
+        let (uid, gid) = (metadata.uid(), metadata.gid());
+        if uid >= ID_OFFSET {
+            // Shifted already (a copy that was interrupted is rebuilt, so this is a hard link).
+            continue;
+        }
+        std::os::unix::fs::lchown(&path, Some(uid + ID_OFFSET), Some(gid + ID_OFFSET))?;
+        if !metadata.file_type().is_symlink() {
+            fs::set_permissions(&path, metadata.permissions())?;
+        }
+        if metadata.is_dir() {
+            for entry in fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`write_files`] into an unprivileged root file system: what is written belongs to the
+/// mapped root.
+fn write_owned_files(root: &Path, files: &[(&str, String)]) -> anyhow::Result<()> {
+    write_files(root, files)?;
+    for (path, _) in files {
+        let target = root.join(path);
+        std::os::unix::fs::lchown(&target, Some(ID_OFFSET), Some(ID_OFFSET))
+            .with_context(|| format!("owning {}", target.display()))?;
+    }
     Ok(())
 }
