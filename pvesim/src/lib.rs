@@ -10,15 +10,21 @@
 //! On the plain-HTTP listener they need no credentials; on the HTTPS listener they need the same
 //! API token or ticket as the API.
 
+pub mod access;
 pub mod auth;
 pub mod backend;
 pub mod faults;
 pub mod lxc;
 pub mod lxc_backend;
 pub mod model;
+mod multipart;
+pub mod network;
+pub mod qemu;
 pub mod schema;
 mod server;
+pub mod storage;
 pub mod upid;
+pub mod vm;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
