@@ -517,9 +517,10 @@ impl LxcBackend {
             Action::Resize { disk, .. } => Ok(vec![format!(
                 "{disk}: the size is recorded; the LXC container's overlay is not limited"
             )]),
-            Action::Download { .. } | Action::Console { .. } | Action::Upload { .. } => {
-                Ok(Vec::new())
-            }
+            Action::Download { .. }
+            | Action::Console { .. }
+            | Action::Upload { .. }
+            | Action::VolumeDelete { .. } => Ok(Vec::new()),
             Action::VmCreate { .. } | Action::VmPower { .. } | Action::VmDestroy { .. } => {
                 Ok(vec![crate::vm::SIMULATED.to_string()])
             }

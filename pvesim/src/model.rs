@@ -290,6 +290,8 @@ pub enum Action {
     },
     /// Apply a node's pending network configuration.
     NetworkApply,
+    /// Remove a volume from a storage.
+    VolumeDelete { storage: String, volid: String },
 }
 
 impl Action {
@@ -317,6 +319,7 @@ impl Action {
             Action::VmDestroy { .. } => "qmdestroy",
             Action::Upload { .. } => "imgcopy",
             Action::NetworkApply => "srvreload",
+            Action::VolumeDelete { .. } => "imgdel",
         }
     }
 
@@ -336,7 +339,10 @@ impl Action {
             | Action::VmCreate { vmid, .. }
             | Action::VmPower { vmid, .. }
             | Action::VmDestroy { vmid, .. } => Some(*vmid),
-            Action::Download { .. } | Action::Upload { .. } | Action::NetworkApply => None,
+            Action::Download { .. }
+            | Action::Upload { .. }
+            | Action::NetworkApply
+            | Action::VolumeDelete { .. } => None,
         }
     }
 
@@ -344,7 +350,7 @@ impl Action {
     pub fn task_id(&self) -> String {
         match self {
             Action::Download { template, .. } => template.clone(),
-            Action::Upload { .. } => String::new(),
+            Action::Upload { .. } | Action::VolumeDelete { .. } => String::new(),
             Action::NetworkApply => "networking".into(),
             other => other
                 .vmid()
@@ -1298,6 +1304,7 @@ impl Cluster {
                 | Action::Download { .. }
                 | Action::Upload { .. }
                 | Action::NetworkApply
+                | Action::VolumeDelete { .. }
                 | Action::VmCreate { .. },
                 _,
             ) => Ok(()),
@@ -1532,6 +1539,14 @@ impl Cluster {
                     mismatch.as_deref(),
                     now,
                 )?);
+            }
+            Action::VolumeDelete { storage, volid } => {
+                if let Some(target) = self.storage_mut(storage)
+                    && let Some(volumes) = target.volumes.get_mut(node)
+                {
+                    volumes.retain(|volume| volume.volid != *volid);
+                }
+                log.push(format!("removed volume '{volid}'"));
             }
             Action::NetworkApply => {
                 let network = self.networks.entry(node.to_string()).or_default();

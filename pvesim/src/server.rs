@@ -486,6 +486,7 @@ enum Endpoint {
     StorageConfig,
     StorageUpload,
     StorageAllocate,
+    VolumeDelete,
     NetworkList,
     NetworkCreate,
     NetworkApply,
@@ -599,6 +600,10 @@ fn route(method: &Method, segments: &[String]) -> Option<Route> {
                         ("GET", ["content"]) => StorageContent,
                         ("POST", ["content"]) => StorageAllocate,
                         ("POST", ["upload"]) => StorageUpload,
+                        ("DELETE", ["content", volume]) => {
+                            path.push(("volume", volume.to_string()));
+                            VolumeDelete
+                        }
                         _ => return None,
                     }
                 }
@@ -660,6 +665,7 @@ fn schema_of(endpoint: &Endpoint) -> Vec<Property> {
         StorageConfig => storage::config_list_parameters(),
         StorageUpload => storage::upload_parameters(),
         StorageAllocate => storage::allocate_parameters(),
+        VolumeDelete => storage::delete_parameters(),
         NetworkList => network::list_parameters(),
         NetworkCreate => network::change_parameters(false),
         InterfaceUpdate => network::change_parameters(true),
@@ -1207,6 +1213,14 @@ fn dispatch(
             let volid = shared.cluster().allocate(node, parameters, moment)?;
             shared.persist();
             plain(volid)
+        }
+        VolumeDelete => {
+            let prepared = shared.cluster().prepare_volume_delete(
+                node,
+                &parameters["storage"],
+                &parameters["volume"],
+            );
+            start_task(shared, node, &user, prepared)
         }
         NetworkList => {
             let mut cluster = shared.cluster();

@@ -101,6 +101,16 @@ pub fn allocate_parameters() -> Vec<Property> {
     ]
 }
 
+/// `DELETE /nodes/{node}/storage/{storage}/content/{volume}`.
+pub fn delete_parameters() -> Vec<Property> {
+    vec![
+        node(),
+        Property::optional("storage", formatted(check_storage_id)),
+        Property::required("volume", text()),
+        Property::optional("delay", integer(Some(1), Some(30))),
+    ]
+}
+
 /// The digest of an upload under a named algorithm, in lower-case hex.
 pub fn checksum(algorithm: &str, bytes: &[u8]) -> Option<String> {
     Some(match algorithm {
@@ -267,6 +277,41 @@ impl Cluster {
             });
         }
         Ok(log)
+    }
+
+    /// Synchronous checks of a volume removal; `volume` is a volume id or a name on `storage`.
+    pub fn prepare_volume_delete(
+        &self,
+        node: &str,
+        storage: &str,
+        volume: &str,
+    ) -> Result<Action, ApiError> {
+        self.node(node)?;
+        self.storage(storage)?;
+        let volid = if volume.contains(':') {
+            volume.to_string()
+        } else {
+            format!("{storage}:{volume}")
+        };
+        if !self.volume_exists(node, &volid) {
+            return Err(ApiError::failed(format!("volume '{volid}' does not exist")));
+        }
+        let in_use = self.guests.values().find(|guest| {
+            guest
+                .config
+                .values()
+                .any(|value| value.split(',').next() == Some(volid.as_str()))
+        });
+        if let Some(guest) = in_use {
+            return Err(ApiError::failed(format!(
+                "unable to delete '{volid}' - volume is still in use (guest {})",
+                guest.vmid
+            )));
+        }
+        Ok(Action::VolumeDelete {
+            storage: storage.to_string(),
+            volid,
+        })
     }
 
     /// `POST /nodes/{node}/storage/{storage}/content`: allocates a disk image synchronously and
