@@ -1,6 +1,15 @@
-//! pvesim: a simulator of the Proxmox VE API subset that Hostplane drives (LXC containers, nodes,
-//! storages, templates, tasks, auth), served over HTTPS or plain HTTP, with fault injection. With
-//! [`Simulator::start_lxc`] (`pvesim --lxc`) the containers are real LXC containers on this host.
+//! pvesim: a simulator of the Proxmox VE API subset that Hostplane drives (LXC containers, QEMU
+//! virtual machines, nodes, storages, templates and uploads, node networks, access control, tasks,
+//! auth), served over HTTPS or plain HTTP, with fault injection. With [`Simulator::start_lxc`]
+//! (`pvesim --lxc`) the containers are real LXC containers on this host and
+//! `GET /nodes/{node}/network` lists the host's real bridges.
+//!
+//! QEMU virtual machines are always simulated: they have a configuration, a power state, tasks
+//! and locks, and share the vmid space with containers, but no CPU is emulated and no process
+//! runs, in either mode (the LXC-backed mode says so in the VM tasks' logs).
+//!
+//! `POST /nodes/{node}/storage/{storage}/upload` takes uploads as pveproxy does (multipart, the
+//! file in the `filename` part); `POST .../content` allocates a disk image, as in the schema.
 //!
 //! Admin endpoints live outside `/api2/json`:
 //! - `GET /_sim/faults` returns the current [`FaultSpec`]; `POST` or `PUT` replaces it (its `locks`
