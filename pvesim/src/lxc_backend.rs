@@ -724,6 +724,33 @@ impl HostLock {
 mod tests {
     use super::*;
 
+    #[test]
+    fn host_bridges_are_the_folders_with_a_bridge_entry() {
+        let folder = tempfile::tempdir().unwrap();
+        for path in [
+            "hpbr0/bridge",
+            "hpbr0/brif/eno1",
+            "hpbr0/brif/veth100i0",
+            "vmbr9/bridge",
+            "eno1",
+            "lo",
+        ] {
+            fs::create_dir_all(folder.path().join(path)).unwrap();
+        }
+        let bridges = host_bridges(folder.path());
+        assert_eq!(bridges.keys().collect::<Vec<_>>(), ["hpbr0", "vmbr9"]);
+        assert_eq!(bridges["hpbr0"].settings["bridge_ports"], "eno1");
+        assert_eq!(bridges["vmbr9"].settings["bridge_ports"], "");
+        let mut network = crate::network::NodeNetwork::fresh(0);
+        network.adopt_host_bridges(&bridges);
+        let names: Vec<&String> = network.active.keys().collect();
+        assert_eq!(
+            names,
+            ["eno1", "hpbr0", "vmbr9"],
+            "the simulated vmbr0 is gone"
+        );
+    }
+
     fn keys(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
