@@ -2,11 +2,13 @@
 //! only waits; a real LXC backend could run the work on a host while the cluster model keeps the
 //! configuration and state.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
 use crate::model::Action;
+use crate::network::Interface;
 
 /// A boxed future returned by a backend.
 pub type BackendFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<String>, String>> + Send + 'a>>;
@@ -16,6 +18,12 @@ pub type BackendFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<String>, Str
 pub trait Backend: Send + Sync + 'static {
     /// Does the work of `action` on `node`.
     fn perform<'a>(&'a self, node: &'a str, action: &'a Action) -> BackendFuture<'a>;
+
+    /// The host's real bridges, when this backend runs guests on the host (they replace the
+    /// simulated bridges in `GET /nodes/{node}/network`); `None` keeps the simulated ones.
+    fn host_bridges(&self) -> Option<BTreeMap<String, Interface>> {
+        None
+    }
 }
 
 /// A backend that takes a fixed time per task and changes nothing outside the model.

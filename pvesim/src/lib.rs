@@ -1,6 +1,15 @@
-//! pvesim: a simulator of the Proxmox VE API subset that Hostplane drives (LXC containers, nodes,
-//! storages, templates, tasks, auth), served over HTTPS or plain HTTP, with fault injection. With
-//! [`Simulator::start_lxc`] (`pvesim --lxc`) the containers are real LXC containers on this host.
+//! pvesim: a simulator of the Proxmox VE API subset that Hostplane drives (LXC containers, QEMU
+//! virtual machines, nodes, storages, templates and uploads, node networks, access control, tasks,
+//! auth), served over HTTPS or plain HTTP, with fault injection. With [`Simulator::start_lxc`]
+//! (`pvesim --lxc`) the containers are real LXC containers on this host and
+//! `GET /nodes/{node}/network` lists the host's real bridges.
+//!
+//! QEMU virtual machines are always simulated: they have a configuration, a power state, tasks
+//! and locks, and share the vmid space with containers, but no CPU is emulated and no process
+//! runs, in either mode (the LXC-backed mode says so in the VM tasks' logs).
+//!
+//! `POST /nodes/{node}/storage/{storage}/upload` takes uploads as pveproxy does (multipart, the
+//! file in the `filename` part); `POST .../content` allocates a disk image, as in the schema.
 //!
 //! Admin endpoints live outside `/api2/json`:
 //! - `GET /_sim/faults` returns the current [`FaultSpec`]; `POST` or `PUT` replaces it (its `locks`
@@ -10,15 +19,21 @@
 //! On the plain-HTTP listener they need no credentials; on the HTTPS listener they need the same
 //! API token or ticket as the API.
 
+pub mod access;
 pub mod auth;
 pub mod backend;
 pub mod faults;
 pub mod lxc;
 pub mod lxc_backend;
 pub mod model;
+mod multipart;
+pub mod network;
+pub mod qemu;
 pub mod schema;
 mod server;
+pub mod storage;
 pub mod upid;
+pub mod vm;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

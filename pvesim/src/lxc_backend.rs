@@ -5,6 +5,10 @@
 //! the Proxmox configuration; a watcher copies the real state (`lxc-info`) back into the model, so
 //! a container that stops or is frozen behind the API's back shows so in `status/current`.
 //!
+//! QEMU virtual machines stay simulated in this mode (their task logs say so), uploads and
+//! network changes only change the model, and `GET /nodes/{node}/network` lists the host's real
+//! bridges (the folders with a `bridge` entry under `/sys/class/net`).
+//!
 //! The host must provide the base container and the bridge (the end-to-end test harness creates
 //! both). Needs root.
 
@@ -22,7 +26,38 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::SimState;
 use crate::backend::{Backend, BackendFuture};
-use crate::model::Action;
+use crate::model::{Action, GuestKind};
+use crate::network::Interface;
+
+/// The bridges under a `/sys/class/net`-like folder, with their ports (guest-side interfaces
+/// such as `veth*` and `tap*` left out, as Proxmox's configuration does).
+pub fn host_bridges(folder: &Path) -> BTreeMap<String, Interface> {
+    let mut bridges = BTreeMap::new();
+    let Ok(entries) = fs::read_dir(folder) else {
+        return bridges;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.join("bridge").is_dir() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let mut ports: Vec<String> = fs::read_dir(path.join("brif"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|port| port.file_name().to_string_lossy().into_owned())
+            .filter(|port| {
+                !["veth", "tap", "fwpr", "fwln"]
+                    .iter()
+                    .any(|prefix| port.starts_with(prefix))
+            })
+            .collect();
+        ports.sort();
+        bridges.insert(name, Interface::bridge(&ports.join(" "), None));
+    }
+    bridges
+}
 
 /// Where and how the LXC backend makes containers.
 #[derive(Debug, Clone)]
@@ -182,6 +217,7 @@ impl LxcBackend {
             cluster
                 .guests
                 .values()
+                .filter(|guest| guest.kind == GuestKind::Lxc)
                 .filter(|guest| !guest.config.contains_key("lock"))
                 .filter_map(|guest| {
                     let id = guest.vmid.to_string();
@@ -509,7 +545,16 @@ impl LxcBackend {
             Action::Resize { disk, .. } => Ok(vec![format!(
                 "{disk}: the size is recorded; the LXC container's overlay is not limited"
             )]),
-            Action::Download { .. } | Action::Console { .. } => Ok(Vec::new()),
+            Action::Download { .. }
+            | Action::Console { .. }
+            | Action::Upload { .. }
+            | Action::VolumeDelete { .. } => Ok(Vec::new()),
+            Action::VmCreate { .. } | Action::VmPower { .. } | Action::VmDestroy { .. } => {
+                Ok(vec![crate::vm::SIMULATED.to_string()])
+            }
+            Action::NetworkApply => Ok(vec![
+                "the host's network configuration is left as it is".to_string(),
+            ]),
         }
     }
 }
@@ -517,6 +562,10 @@ impl LxcBackend {
 impl Backend for LxcBackend {
     fn perform<'a>(&'a self, _node: &'a str, action: &'a Action) -> BackendFuture<'a> {
         Box::pin(self.act(action))
+    }
+
+    fn host_bridges(&self) -> Option<BTreeMap<String, Interface>> {
+        Some(host_bridges(Path::new("/sys/class/net")))
     }
 }
 
@@ -761,6 +810,33 @@ impl HostLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_bridges_are_the_folders_with_a_bridge_entry() {
+        let folder = tempfile::tempdir().unwrap();
+        for path in [
+            "hpbr0/bridge",
+            "hpbr0/brif/eno1",
+            "hpbr0/brif/veth100i0",
+            "vmbr9/bridge",
+            "eno1",
+            "lo",
+        ] {
+            fs::create_dir_all(folder.path().join(path)).unwrap();
+        }
+        let bridges = host_bridges(folder.path());
+        assert_eq!(bridges.keys().collect::<Vec<_>>(), ["hpbr0", "vmbr9"]);
+        assert_eq!(bridges["hpbr0"].settings["bridge_ports"], "eno1");
+        assert_eq!(bridges["vmbr9"].settings["bridge_ports"], "");
+        let mut network = crate::network::NodeNetwork::fresh(0);
+        network.adopt_host_bridges(&bridges);
+        let names: Vec<&String> = network.active.keys().collect();
+        assert_eq!(
+            names,
+            ["eno1", "hpbr0", "vmbr9"],
+            "the simulated vmbr0 is gone"
+        );
+    }
 
     fn keys(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

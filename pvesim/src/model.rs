@@ -98,11 +98,51 @@ impl Storage {
     }
 }
 
-/// A container.
+/// Whether a guest is a container or a QEMU virtual machine (they share one vmid space).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestKind {
+    /// An LXC container.
+    #[default]
+    Lxc,
+    /// A QEMU virtual machine (simulated: no CPU is emulated).
+    Qemu,
+}
+
+impl GuestKind {
+    /// The word Proxmox uses in messages (`CT`, `VM`).
+    pub fn label(self) -> &'static str {
+        match self {
+            GuestKind::Lxc => "CT",
+            GuestKind::Qemu => "VM",
+        }
+    }
+
+    /// The configuration folder (`lxc`, `qemu-server`).
+    pub fn folder(self) -> &'static str {
+        match self {
+            GuestKind::Lxc => "lxc",
+            GuestKind::Qemu => "qemu-server",
+        }
+    }
+
+    /// The resource type (`lxc`, `qemu`).
+    pub fn name(self) -> &'static str {
+        match self {
+            GuestKind::Lxc => "lxc",
+            GuestKind::Qemu => "qemu",
+        }
+    }
+}
+
+/// A container or a virtual machine.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Guest {
-    /// The container id.
+    /// The guest id.
     pub vmid: u32,
+    /// Container or virtual machine.
+    #[serde(default)]
+    pub kind: GuestKind,
     /// The node holding its configuration.
     pub node: String,
     /// Configuration keys as stored in the config file.
@@ -118,14 +158,17 @@ pub struct Guest {
 }
 
 impl Guest {
-    fn lock(&self) -> Option<&str> {
+    pub(crate) fn lock(&self) -> Option<&str> {
         self.config.get("lock").map(String::as_str)
     }
 
-    fn memory_bytes(&self) -> u64 {
+    pub(crate) fn memory_bytes(&self) -> u64 {
         self.config
             .get("memory")
-            .and_then(|value| value.parse().ok())
+            .and_then(|value| {
+                let current = value.strip_prefix("current=").unwrap_or(value);
+                current.split(',').next()?.parse().ok()
+            })
             .unwrap_or(512u64)
             << 20
     }
@@ -138,14 +181,19 @@ impl Guest {
             << 20
     }
 
-    fn cores(&self, node_cpus: u32) -> u32 {
-        self.config
-            .get("cores")
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(node_cpus)
+    pub(crate) fn cores(&self, node_cpus: u32) -> u32 {
+        let number = |key: &str| -> Option<u32> { self.config.get(key)?.parse().ok() };
+        match self.kind {
+            GuestKind::Lxc => number("cores").unwrap_or(node_cpus),
+            GuestKind::Qemu => number("vcpus")
+                .unwrap_or(number("cores").unwrap_or(1) * number("sockets").unwrap_or(1)),
+        }
     }
 
-    fn disk_bytes(&self) -> u64 {
+    pub(crate) fn disk_bytes(&self) -> u64 {
+        if self.kind == GuestKind::Qemu {
+            return crate::vm::disk_bytes(&self.config);
+        }
         self.config
             .get("rootfs")
             .and_then(|rootfs| lxc::parse("rootfs", rootfs))
@@ -216,6 +264,34 @@ pub enum Action {
     },
     /// A console session.
     Console { vmid: u32 },
+    /// Create a virtual machine with this final configuration.
+    VmCreate {
+        vmid: u32,
+        config: BTreeMap<String, String>,
+        volumes: Vec<(String, Volume)>,
+        start: bool,
+    },
+    /// A power action on a virtual machine (`start`, `stop`, `reset`, `shutdown`).
+    VmPower {
+        vmid: u32,
+        action: String,
+        skiplock: bool,
+    },
+    /// Destroy a virtual machine.
+    VmDestroy { vmid: u32, purge: bool },
+    /// Store an uploaded file; `mismatch` is the checksum error to fail with, if any.
+    Upload {
+        storage: String,
+        content: String,
+        filename: String,
+        size: u64,
+        checksum: Option<String>,
+        mismatch: Option<String>,
+    },
+    /// Apply a node's pending network configuration.
+    NetworkApply,
+    /// Remove a volume from a storage.
+    VolumeDelete { storage: String, volid: String },
 }
 
 impl Action {
@@ -233,6 +309,17 @@ impl Action {
             Action::Resize { .. } => "resize",
             Action::Download { .. } => "download",
             Action::Console { .. } => "vncproxy",
+            Action::VmCreate { .. } => "qmcreate",
+            Action::VmPower { action, .. } => match action.as_str() {
+                "start" => "qmstart",
+                "stop" => "qmstop",
+                "reset" => "qmreset",
+                _ => "qmshutdown",
+            },
+            Action::VmDestroy { .. } => "qmdestroy",
+            Action::Upload { .. } => "imgcopy",
+            Action::NetworkApply => "srvreload",
+            Action::VolumeDelete { .. } => "imgdel",
         }
     }
 
@@ -248,8 +335,14 @@ impl Action {
             | Action::Resume { vmid }
             | Action::Destroy { vmid, .. }
             | Action::Resize { vmid, .. }
-            | Action::Console { vmid } => Some(*vmid),
-            Action::Download { .. } => None,
+            | Action::Console { vmid }
+            | Action::VmCreate { vmid, .. }
+            | Action::VmPower { vmid, .. }
+            | Action::VmDestroy { vmid, .. } => Some(*vmid),
+            Action::Download { .. }
+            | Action::Upload { .. }
+            | Action::NetworkApply
+            | Action::VolumeDelete { .. } => None,
         }
     }
 
@@ -257,6 +350,8 @@ impl Action {
     pub fn task_id(&self) -> String {
         match self {
             Action::Download { template, .. } => template.clone(),
+            Action::Upload { .. } | Action::VolumeDelete { .. } => String::new(),
+            Action::NetworkApply => "networking".into(),
             other => other
                 .vmid()
                 .map(|vmid| vmid.to_string())
@@ -308,7 +403,12 @@ pub const APPLIANCES: &[(&str, &str, &str, u64)] = &[
 /// The template every fresh node holds on `local`.
 pub const DEFAULT_TEMPLATE: &str = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst";
 
-const GIB: u64 = 1 << 30;
+pub(crate) const GIB: u64 = 1 << 30;
+
+/// Bytes per second a running guest receives; its `netin` counter, `netstat` and RRD agree.
+pub const NET_IN_RATE: u64 = 1200;
+/// Bytes per second a running guest sends.
+pub const NET_OUT_RATE: u64 = 300;
 
 /// The whole simulated cluster.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -329,6 +429,12 @@ pub struct Cluster {
     pub boot_time: i64,
     /// Next console port offset.
     pub next_console_port: u16,
+    /// Network interfaces by node name.
+    #[serde(default)]
+    pub networks: BTreeMap<String, crate::network::NodeNetwork>,
+    /// Users, groups, roles and realms.
+    #[serde(default)]
+    pub access: crate::access::Access,
 }
 
 fn config_text(config: &BTreeMap<String, String>) -> String {
@@ -338,7 +444,7 @@ fn config_text(config: &BTreeMap<String, String>) -> String {
         .collect()
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
@@ -347,7 +453,7 @@ pub fn config_digest(config: &BTreeMap<String, String>) -> String {
     hex(&Sha256::digest(config_text(config).as_bytes()))[..40].to_string()
 }
 
-fn generated_mac(seed: &str) -> String {
+pub(crate) fn generated_mac(seed: &str) -> String {
     let digest = Sha256::digest(seed.as_bytes());
     format!(
         "BC:24:11:{:02X}:{:02X}:{:02X}",
@@ -378,7 +484,7 @@ fn os_type_of(template: &str) -> &'static str {
     "unmanaged"
 }
 
-fn template_format(name: &str) -> &'static str {
+pub(crate) fn template_format(name: &str) -> &'static str {
     if name.ends_with(".tar.zst") {
         "tzst"
     } else if name.ends_with(".tar.xz") {
@@ -391,12 +497,12 @@ fn template_format(name: &str) -> &'static str {
 }
 
 /// A stable pseudo-random fraction in 0..1 for metric noise.
-fn noise(seed: u64) -> f64 {
+pub(crate) fn noise(seed: u64) -> f64 {
     let digest = Sha256::digest(seed.to_le_bytes());
     f64::from(u16::from_le_bytes([digest[0], digest[1]])) / 65536.0
 }
 
-fn boolean(parameters: &BTreeMap<String, String>, name: &str) -> bool {
+pub(crate) fn boolean(parameters: &BTreeMap<String, String>, name: &str) -> bool {
     parameters
         .get(name)
         .and_then(|value| parse_boolean(value))
@@ -478,6 +584,15 @@ impl Cluster {
             next_pid: 0x0009_E9B0,
             boot_time: now - 3600,
             next_console_port: 0,
+            networks: (0..names.len())
+                .map(|index| {
+                    (
+                        names[index].clone(),
+                        crate::network::NodeNetwork::fresh(index),
+                    )
+                })
+                .collect(),
+            access: crate::access::Access::default(),
         }
     }
 
@@ -506,32 +621,38 @@ impl Cluster {
 
     /// The container on a node, or Proxmox's missing-config error.
     pub fn guest(&self, node: &str, vmid: u32) -> Result<&Guest, ApiError> {
+        self.guest_of(GuestKind::Lxc, node, vmid)
+    }
+
+    /// The guest of a kind on a node, or Proxmox's missing-config error.
+    pub fn guest_of(&self, kind: GuestKind, node: &str, vmid: u32) -> Result<&Guest, ApiError> {
         self.guests
             .get(&vmid)
-            .filter(|guest| guest.node == node)
+            .filter(|guest| guest.node == node && guest.kind == kind)
             .ok_or_else(|| {
                 ApiError::failed(format!(
-                    "Configuration file 'nodes/{node}/lxc/{vmid}.conf' does not exist"
+                    "Configuration file 'nodes/{node}/{}/{vmid}.conf' does not exist",
+                    kind.folder()
                 ))
             })
     }
 
-    fn guest_mut(&mut self, vmid: u32) -> Option<&mut Guest> {
+    pub(crate) fn guest_mut(&mut self, vmid: u32) -> Option<&mut Guest> {
         self.guests.get_mut(&vmid)
     }
 
-    fn storage(&self, id: &str) -> Result<&Storage, ApiError> {
+    pub(crate) fn storage(&self, id: &str) -> Result<&Storage, ApiError> {
         self.storages
             .iter()
             .find(|storage| storage.id == id)
             .ok_or_else(|| ApiError::failed(format!("storage '{id}' does not exist")))
     }
 
-    fn storage_mut(&mut self, id: &str) -> Option<&mut Storage> {
+    pub(crate) fn storage_mut(&mut self, id: &str) -> Option<&mut Storage> {
         self.storages.iter_mut().find(|storage| storage.id == id)
     }
 
-    fn volume_exists(&self, node: &str, volid: &str) -> bool {
+    pub(crate) fn volume_exists(&self, node: &str, volid: &str) -> bool {
         let Some((storage, _)) = volid.split_once(':') else {
             return false;
         };
@@ -546,7 +667,7 @@ impl Cluster {
             })
     }
 
-    fn next_disk_name(
+    pub(crate) fn next_disk_name(
         &self,
         node: &str,
         storage: &str,
@@ -674,7 +795,8 @@ impl Cluster {
         self.node(node)?;
         if let Some(existing) = self.guests.get(&vmid) {
             return Err(ApiError::failed(format!(
-                "unable to create CT {vmid} - CT {vmid} already exists on node '{}'",
+                "unable to create CT {vmid} - {} {vmid} already exists on node '{}'",
+                existing.kind.label(),
                 existing.node
             )));
         }
@@ -831,6 +953,7 @@ impl Cluster {
             vmid,
             Guest {
                 vmid,
+                kind: GuestKind::Lxc,
                 node: node.to_string(),
                 config: BTreeMap::from([("lock".to_string(), "create".to_string())]),
                 running: false,
@@ -1176,7 +1299,18 @@ impl Cluster {
     pub fn recheck(&self, node: &str, action: &Action) -> Result<(), String> {
         let guest = action.vmid().and_then(|vmid| self.guests.get(&vmid));
         match (action, guest) {
-            (Action::Create { .. } | Action::Download { .. }, _) => Ok(()),
+            (
+                Action::Create { .. }
+                | Action::Download { .. }
+                | Action::Upload { .. }
+                | Action::NetworkApply
+                | Action::VolumeDelete { .. }
+                | Action::VmCreate { .. },
+                _,
+            ) => Ok(()),
+            (Action::VmPower { .. } | Action::VmDestroy { .. }, _) => {
+                crate::vm::recheck(node, action, guest)
+            }
             (_, None) => Err(format!(
                 "Configuration file 'nodes/{node}/lxc/{}.conf' does not exist",
                 action.vmid().unwrap_or_default()
@@ -1386,13 +1520,45 @@ impl Cluster {
                 }
             }
             Action::Console { .. } => {}
+            Action::VmCreate { .. } | Action::VmPower { .. } | Action::VmDestroy { .. } => {
+                log.extend(self.complete_vm(node, action, now)?);
+            }
+            Action::Upload {
+                storage,
+                content,
+                filename,
+                size,
+                checksum,
+                mismatch,
+            } => {
+                log.extend(self.complete_upload(
+                    node,
+                    (storage, content, filename),
+                    *size,
+                    checksum.as_deref(),
+                    mismatch.as_deref(),
+                    now,
+                )?);
+            }
+            Action::VolumeDelete { storage, volid } => {
+                if let Some(target) = self.storage_mut(storage)
+                    && let Some(volumes) = target.volumes.get_mut(node)
+                {
+                    volumes.retain(|volume| volume.volid != *volid);
+                }
+                log.push(format!("removed volume '{volid}'"));
+            }
+            Action::NetworkApply => {
+                let network = self.networks.entry(node.to_string()).or_default();
+                log.extend(network.apply());
+            }
         }
         Ok(log)
     }
 
     /// Undoes a failed or cancelled task's reservations (a failed create removes the container).
     pub fn abort(&mut self, action: &Action) {
-        if let Action::Create { vmid, .. } = action
+        if let Action::Create { vmid, .. } | Action::VmCreate { vmid, .. } = action
             && self
                 .guests
                 .get(vmid)
@@ -1415,7 +1581,7 @@ impl Cluster {
         Ok(Value::Object(object))
     }
 
-    fn guest_metrics(&self, guest: &Guest, now: i64) -> serde_json::Map<String, Value> {
+    pub(crate) fn guest_metrics(&self, guest: &Guest, now: i64) -> serde_json::Map<String, Value> {
         let node_cpus = self.node(&guest.node).map_or(16, |node| node.cpus);
         let maxmem = guest.memory_bytes();
         let maxdisk = guest.disk_bytes();
@@ -1431,10 +1597,14 @@ impl Cluster {
             "status".into(),
             json!(if running { "running" } else { "stopped" }),
         );
-        if let Some(name) = guest.config.get("hostname") {
+        if let Some(name) = guest.config.get(if guest.kind == GuestKind::Qemu {
+            "name"
+        } else {
+            "hostname"
+        }) {
             object.insert("name".into(), json!(name));
         }
-        object.insert("type".into(), json!("lxc"));
+        object.insert("type".into(), json!(guest.kind.name()));
         object.insert("cpus".into(), json!(guest.cores(node_cpus)));
         object.insert("maxmem".into(), json!(maxmem));
         object.insert("maxswap".into(), json!(guest.swap_bytes()));
@@ -1459,8 +1629,8 @@ impl Cluster {
             json!(if maxdisk > 0 { maxdisk / 4 } else { 0 }),
         );
         let uptime_u = u64::try_from(uptime).unwrap_or(0);
-        object.insert("netin".into(), json!(uptime_u * 1200));
-        object.insert("netout".into(), json!(uptime_u * 300));
+        object.insert("netin".into(), json!(uptime_u * NET_IN_RATE));
+        object.insert("netout".into(), json!(uptime_u * NET_OUT_RATE));
         object.insert(
             "diskread".into(),
             json!(if running {
@@ -1508,7 +1678,7 @@ impl Cluster {
         let list: Vec<Value> = self
             .guests
             .values()
-            .filter(|guest| guest.node == node)
+            .filter(|guest| guest.node == node && guest.kind == GuestKind::Lxc)
             .map(|guest| Value::Object(self.guest_metrics(guest, now)))
             .collect();
         Ok(Value::Array(list))
@@ -1696,7 +1866,10 @@ impl Cluster {
         if kind.is_none_or(|kind| kind == "vm") {
             for guest in self.guests.values() {
                 let mut object = self.guest_metrics(guest, now);
-                object.insert("id".into(), json!(format!("lxc/{}", guest.vmid)));
+                object.insert(
+                    "id".into(),
+                    json!(format!("{}/{}", guest.kind.name(), guest.vmid)),
+                );
                 object.insert("node".into(), json!(guest.node));
                 object.insert(
                     "maxcpu".into(),
@@ -1771,7 +1944,10 @@ impl Cluster {
                     return json!({"time": time});
                 }
                 let seed = u64::from(vmid) ^ (time as u64);
-                let running = guest.running;
+                // Running during this step: the counters of status/current and netstat grow at
+                // the same rates the graph shows.
+                let running = guest.running
+                    && guest.started_at.is_some_and(|started| started <= time + step);
                 let load = if running { 0.002 + noise(seed) * 0.05 } else { 0.0 };
                 json!({
                     "time": time,
@@ -1779,14 +1955,95 @@ impl Cluster {
                     "mem": if running { (guest.memory_bytes() as f64 * (0.05 + noise(seed + 1) * 0.1)) as u64 } else { 0 },
                     "maxmem": guest.memory_bytes(),
                     "disk": guest.disk_bytes() / 4, "maxdisk": guest.disk_bytes(),
-                    "netin": if running { noise(seed + 2) * 2000.0 } else { 0.0 },
-                    "netout": if running { noise(seed + 3) * 500.0 } else { 0.0 },
+                    "netin": if running { NET_IN_RATE as f64 } else { 0.0 },
+                    "netout": if running { NET_OUT_RATE as f64 } else { 0.0 },
                     "diskread": if running { noise(seed + 4) * 4000.0 } else { 0.0 },
                     "diskwrite": if running { noise(seed + 5) * 8000.0 } else { 0.0 },
                 })
             })
             .collect();
         Ok(Value::Array(list))
+    }
+
+    /// `GET /nodes/{node}/netstat`: per guest NIC the bytes sent to (`in`) and from (`out`) the
+    /// guest, the same counters as the guest's `netin`/`netout` split over its NICs. Proxmox reads
+    /// them from `/proc/net/dev` and sends every value as a string.
+    pub fn netstat(&self, node: &str, now: i64) -> Result<Value, ApiError> {
+        self.node(node)?;
+        let mut list = Vec::new();
+        for guest in self
+            .guests
+            .values()
+            .filter(|guest| guest.node == node && guest.running)
+        {
+            let metrics = self.guest_metrics(guest, now);
+            let total_in = metrics.get("netin").and_then(Value::as_u64).unwrap_or(0);
+            let total_out = metrics.get("netout").and_then(Value::as_u64).unwrap_or(0);
+            let nics: Vec<&String> = guest
+                .config
+                .keys()
+                .filter(|key| {
+                    key.strip_prefix("net").is_some_and(|index| {
+                        !index.is_empty() && index.bytes().all(|b| b.is_ascii_digit())
+                    })
+                })
+                .collect();
+            let count = nics.len() as u64;
+            for (position, key) in nics.iter().enumerate() {
+                let share =
+                    |total: u64| total / count + if position == 0 { total % count } else { 0 };
+                list.push(json!({
+                    "vmid": guest.vmid.to_string(), "dev": key,
+                    "in": share(total_in).to_string(), "out": share(total_out).to_string(),
+                }));
+            }
+        }
+        Ok(Value::Array(list))
+    }
+
+    /// `GET /cluster/tasks`: the recent tasks of every node, newest first.
+    pub fn cluster_tasks(&self) -> Value {
+        let mut tasks: Vec<&Task> = self.tasks.iter().collect();
+        tasks.sort_by(|left, right| {
+            right
+                .starttime
+                .cmp(&left.starttime)
+                .then(right.pid.cmp(&left.pid))
+        });
+        let list: Vec<Value> = tasks
+            .into_iter()
+            .map(|task| {
+                let mut object = json!({"upid": task.upid, "node": task.node, "pid": task.pid,
+                    "pstart": task.pstart, "starttime": task.starttime, "type": task.kind,
+                    "id": task.id, "user": task.user});
+                if let (Some(endtime), Some(target)) = (task.endtime, object.as_object_mut()) {
+                    target.insert("endtime".into(), json!(endtime));
+                    target.insert(
+                        "status".into(),
+                        json!(task.exitstatus.clone().unwrap_or_default()),
+                    );
+                    target.insert("saved".into(), json!("1"));
+                }
+                object
+            })
+            .collect();
+        Value::Array(list)
+    }
+
+    /// A node's network configuration (created fresh for a node a state file did not know).
+    pub fn network_mut(
+        &mut self,
+        node: &str,
+    ) -> Result<&mut crate::network::NodeNetwork, ApiError> {
+        let index = self
+            .nodes
+            .iter()
+            .position(|candidate| candidate.name == node)
+            .ok_or_else(|| ApiError::failed(format!("no such cluster node '{node}'")))?;
+        Ok(self
+            .networks
+            .entry(node.to_string())
+            .or_insert_with(|| crate::network::NodeNetwork::fresh(index)))
     }
 
     /// The next console port in 5900..=5999.

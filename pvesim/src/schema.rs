@@ -50,6 +50,8 @@ pub struct Property {
     pub default_key: bool,
     /// For indexed parameters (`net[n]`): how many indexes exist (`net0` .. `net{count-1}`).
     pub count: Option<u32>,
+    /// Another parameter that must be given whenever this one is (the schema's `requires`).
+    pub requires: Option<&'static str>,
 }
 
 impl Property {
@@ -61,6 +63,7 @@ impl Property {
             optional: false,
             default_key: false,
             count: None,
+            requires: None,
         }
     }
 
@@ -72,6 +75,7 @@ impl Property {
             optional: true,
             default_key: false,
             count: None,
+            requires: None,
         }
     }
 
@@ -83,7 +87,14 @@ impl Property {
             optional: true,
             default_key: false,
             count: Some(count),
+            requires: None,
         }
+    }
+
+    /// Names a parameter that must be given together with this one.
+    pub const fn requires(mut self, other: &'static str) -> Property {
+        self.requires = Some(other);
+        self
     }
 
     /// Marks this key as the default key of a property string.
@@ -292,6 +303,19 @@ pub fn verify(schema: &[Property], parameters: &BTreeMap<String, String>) -> Res
         if !property.optional && property.count.is_none() && !parameters.contains_key(property.name)
         {
             errors.insert(property.name.to_string(), MISSING.to_string());
+        }
+        // Proxmox reports a missing companion under the companion's name.
+        if let Some(other) = property.requires
+            && parameters.contains_key(property.name)
+            && !parameters.contains_key(other)
+        {
+            errors.insert(
+                other.to_string(),
+                format!(
+                    "missing property - '{}' requires this property",
+                    property.name
+                ),
+            );
         }
     }
     if errors.is_empty() {
@@ -633,6 +657,130 @@ pub fn check_nameserver_list(value: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `pve-iface`: a network interface name.
+pub fn check_interface(value: &str) -> Result<(), String> {
+    if whole_match(r"[a-zA-Z][a-zA-Z0-9_]{1,20}([:\.]\d+)?", value) {
+        Ok(())
+    } else {
+        Err(format!("invalid network interface name '{value}'\n"))
+    }
+}
+
+/// `pve-iface-list`.
+pub fn check_interface_list(value: &str) -> Result<(), String> {
+    value
+        .split([',', ';', ' '])
+        .filter(|item| !item.is_empty())
+        .try_for_each(check_interface)
+}
+
+/// `pve-bridge-id`.
+pub fn check_bridge_id(value: &str) -> Result<(), String> {
+    if whole_match(r"[-_.\w\d]+", value) && value.len() <= 16 {
+        Ok(())
+    } else {
+        Err(format!("invalid bridge ID '{value}'\n"))
+    }
+}
+
+/// `CIDRv4`.
+pub fn check_cidr_v4(value: &str) -> Result<(), String> {
+    if cidr(value, false) {
+        Ok(())
+    } else {
+        Err(format!(
+            "value '{value}' does not look like a valid IPv4 CIDR network\n"
+        ))
+    }
+}
+
+/// `CIDRv6`.
+pub fn check_cidr_v6(value: &str) -> Result<(), String> {
+    if cidr(value, true) {
+        Ok(())
+    } else {
+        Err(format!(
+            "value '{value}' does not look like a valid IPv6 CIDR network\n"
+        ))
+    }
+}
+
+/// `ipv4mask`: a dotted netmask with contiguous ones.
+pub fn check_ipv4_mask(value: &str) -> Result<(), String> {
+    let bits = value.parse::<std::net::Ipv4Addr>().map(u32::from);
+    match bits {
+        Ok(bits) if bits.leading_ones() + bits.trailing_zeros() == 32 => Ok(()),
+        _ => Err(format!(
+            "value '{value}' does not look like a valid IP netmask\n"
+        )),
+    }
+}
+
+/// `pve-vlan-id-or-range-list`.
+pub fn check_vlan_list(value: &str) -> Result<(), String> {
+    for item in value.split([',', ';', ' ']).filter(|item| !item.is_empty()) {
+        let (low, high) = item.split_once('-').unwrap_or((item, item));
+        let valid = |text: &str| parse_integer(text).is_some_and(|id| (2..=4094).contains(&id));
+        if !valid(low) || !valid(high) {
+            return Err(format!("invalid VLAN tag '{item}'\n"));
+        }
+    }
+    Ok(())
+}
+
+const REALM: &str = r"[A-Za-z][A-Za-z0-9\.\-_]+";
+
+/// `pve-userid`: `name@realm`.
+pub fn check_user_id(value: &str) -> Result<(), String> {
+    let valid = value.rsplit_once('@').is_some_and(|(name, realm)| {
+        !name.is_empty()
+            && name.len() <= 60
+            && !name.contains([':', '/', '@'])
+            && !name.chars().any(char::is_control)
+            && whole_match(REALM, realm)
+    });
+    if valid && value.len() <= 64 {
+        Ok(())
+    } else {
+        Err(format!(
+            "value '{value}' does not look like a valid user name\n"
+        ))
+    }
+}
+
+/// `pve-groupid`.
+pub fn check_group_id(value: &str) -> Result<(), String> {
+    if whole_match(r"[A-Za-z0-9\.\-_]+", value) {
+        Ok(())
+    } else {
+        Err(format!("invalid group name '{value}'\n"))
+    }
+}
+
+/// `pve-groupid-list`.
+pub fn check_group_id_list(value: &str) -> Result<(), String> {
+    value
+        .split([',', ';', ' '])
+        .filter(|item| !item.is_empty())
+        .try_for_each(check_group_id)
+}
+
+/// `email-opt`: empty or an address.
+pub fn check_email(value: &str) -> Result<(), String> {
+    if value.is_empty()
+        || whole_match(
+            r"[\w\+\-\~]+(\.[\w\+\-\~]+)*@[a-zA-Z0-9\-]+(\.[a-zA-Z0-9\-]+)*",
+            value,
+        )
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "value '{value}' does not look like a valid email address\n"
+        ))
+    }
 }
 
 /// Storage content types.

@@ -22,10 +22,10 @@ use tokio::task::JoinSet;
 use crate::auth::{Authenticator, Caller};
 use crate::backend::Backend;
 use crate::faults::{Faults, TaskEffect};
-use crate::model::{Action, ApiError, Cluster, task_status_view};
+use crate::model::{Action, ApiError, Cluster, GuestKind, task_status_view};
 use crate::schema::{Property, parse_boolean, verify};
 use crate::upid::Upid;
-use crate::{SimConfig, SimError, lxc};
+use crate::{SimConfig, SimError, access, lxc, network, qemu, storage};
 
 fn now() -> i64 {
     SystemTime::now()
@@ -369,15 +369,34 @@ fn json_to_text(value: &Value) -> Option<String> {
     }
 }
 
-fn body_parameters(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+/// The largest upload body accepted.
+const UPLOAD_LIMIT: usize = 256 << 20;
+
+/// Parameters and, for a multipart upload, the file's bytes.
+type BodyParameters = (Vec<(String, String)>, Option<Vec<u8>>);
+
+fn body_parameters(headers: &HeaderMap, body: &[u8]) -> Result<BodyParameters, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     let content_type = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("")
-        .to_ascii_lowercase();
+        .to_string();
+    if content_type
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        return crate::multipart::parse(&content_type, body)
+            .map_err(|error| ApiError::Status(400, format!("unable to parse upload: {error}")));
+    }
+    let content_type = content_type.to_ascii_lowercase();
+    let pairs = body_fields(&content_type, body)?;
+    Ok((pairs, None))
+}
+
+fn body_fields(content_type: &str, body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
     if content_type.starts_with("application/json") {
         let value: Value = serde_json::from_slice(body)
             .map_err(|error| ApiError::Status(400, format!("malformed JSON string: {error}")))?;
@@ -448,6 +467,33 @@ enum Endpoint {
     TaskStop,
     TaskStatus,
     TaskLog,
+    Netstat,
+    VmList,
+    VmCreate,
+    VmIndex,
+    VmDestroy,
+    VmConfig,
+    VmStatusIndex,
+    VmStatusCurrent,
+    VmPower(String),
+    StorageConfig,
+    StorageUpload,
+    StorageAllocate,
+    VolumeDelete,
+    NetworkList,
+    NetworkCreate,
+    NetworkApply,
+    NetworkRevert,
+    InterfaceGet,
+    InterfaceUpdate,
+    InterfaceDelete,
+    ClusterTasks,
+    Users,
+    UserCreate,
+    Groups,
+    GroupCreate,
+    Roles,
+    Domains,
 }
 
 struct Route {
@@ -472,12 +518,50 @@ fn route(method: &Method, segments: &[String]) -> Option<Route> {
         ("GET", ["cluster", "resources"]) => Resources,
         ("GET", ["cluster", "nextid"]) => NextId,
         ("GET", ["cluster", "status"]) => ClusterStatus,
+        ("GET", ["cluster", "tasks"]) => ClusterTasks,
+        ("GET", ["storage"]) => StorageConfig,
+        ("GET", ["access", "users"]) => Users,
+        ("POST", ["access", "users"]) => UserCreate,
+        ("GET", ["access", "groups"]) => Groups,
+        ("POST", ["access", "groups"]) => GroupCreate,
+        ("GET", ["access", "roles"]) => Roles,
+        ("GET", ["access", "domains"]) => Domains,
         ("GET", ["nodes"]) => Nodes,
         (_, ["nodes", node, rest @ ..]) => {
             path.push(("node", node.to_string()));
             match (method, rest) {
                 ("GET", []) => NodeIndex,
                 ("GET", ["status"]) => NodeStatus,
+                ("GET", ["netstat"]) => Netstat,
+                ("GET", ["qemu"]) => VmList,
+                ("POST", ["qemu"]) => VmCreate,
+                (_, ["qemu", vmid, rest @ ..]) => {
+                    path.push(("vmid", vmid.to_string()));
+                    match (method, rest) {
+                        ("GET", []) => VmIndex,
+                        ("DELETE", []) => VmDestroy,
+                        ("GET", ["config"]) => VmConfig,
+                        ("GET", ["status"]) => VmStatusIndex,
+                        ("GET", ["status", "current"]) => VmStatusCurrent,
+                        ("POST", ["status", action]) if qemu::POWER_ACTIONS.contains(action) => {
+                            VmPower(action.to_string())
+                        }
+                        _ => return None,
+                    }
+                }
+                ("GET", ["network"]) => NetworkList,
+                ("POST", ["network"]) => NetworkCreate,
+                ("PUT", ["network"]) => NetworkApply,
+                ("DELETE", ["network"]) => NetworkRevert,
+                (_, ["network", iface]) => {
+                    path.push(("iface", iface.to_string()));
+                    match method {
+                        "GET" => InterfaceGet,
+                        "PUT" => InterfaceUpdate,
+                        "DELETE" => InterfaceDelete,
+                        _ => return None,
+                    }
+                }
                 ("GET", ["lxc"]) => GuestList,
                 ("POST", ["lxc"]) => GuestCreate,
                 (_, ["lxc", vmid, rest @ ..]) => {
@@ -507,6 +591,12 @@ fn route(method: &Method, segments: &[String]) -> Option<Route> {
                         ("GET", []) => StorageIndex,
                         ("GET", ["status"]) => StorageStatus,
                         ("GET", ["content"]) => StorageContent,
+                        ("POST", ["content"]) => StorageAllocate,
+                        ("POST", ["upload"]) => StorageUpload,
+                        ("DELETE", ["content", volume]) => {
+                            path.push(("volume", volume.to_string()));
+                            VolumeDelete
+                        }
                         _ => return None,
                     }
                 }
@@ -558,6 +648,25 @@ fn schema_of(endpoint: &Endpoint) -> Vec<Property> {
         TaskList => lxc::task_list_parameters(),
         TaskIndex | TaskStop | TaskStatus => lxc::task_parameters(),
         TaskLog => lxc::task_log_parameters(),
+        Netstat | NetworkApply | NetworkRevert => lxc::node_only(),
+        VmList => qemu::list_parameters(),
+        VmCreate => qemu::create_parameters(),
+        VmIndex | VmStatusIndex | VmStatusCurrent => qemu::guest_only(),
+        VmDestroy => qemu::destroy_parameters(),
+        VmConfig => qemu::config_read_parameters(),
+        VmPower(action) => qemu::action_parameters(action),
+        StorageConfig => storage::config_list_parameters(),
+        StorageUpload => storage::upload_parameters(),
+        StorageAllocate => storage::allocate_parameters(),
+        VolumeDelete => storage::delete_parameters(),
+        NetworkList => network::list_parameters(),
+        NetworkCreate => network::change_parameters(false),
+        InterfaceUpdate => network::change_parameters(true),
+        InterfaceGet | InterfaceDelete => network::interface_parameters(),
+        ClusterTasks | Groups | Roles | Domains => lxc::no_parameters(),
+        Users => access::user_list_parameters(),
+        UserCreate => access::user_create_parameters(),
+        GroupCreate => access::group_create_parameters(),
     }
 }
 
@@ -565,7 +674,12 @@ fn schema_of(endpoint: &Endpoint) -> Vec<Property> {
 
 async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Answer {
     let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, 4 << 20).collect().await {
+    let limit = if parts.uri.path().ends_with("/upload") {
+        UPLOAD_LIMIT
+    } else {
+        4 << 20
+    };
+    let body = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return respond(413, "Request Entity Too Large", None),
     };
@@ -638,10 +752,13 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Answer {
             ));
         }
     }
-    match body_parameters(&parts.headers, &body) {
-        Ok(pairs) => parameters.extend(pairs),
+    let upload = match body_parameters(&parts.headers, &body) {
+        Ok((pairs, file)) => {
+            parameters.extend(pairs);
+            file
+        }
         Err(error) => return error_answer(&error),
-    }
+    };
     for (name, value) in &route.path {
         if let Some(given) = parameters.get(*name)
             && given != value
@@ -656,8 +773,29 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Answer {
     if let Err(errors) = verify(&schema_of(&route.endpoint), &parameters) {
         return error_answer(&ApiError::Parameters(errors));
     }
-    let result = dispatch(&shared, &route.endpoint, &parameters, caller.as_ref());
+    let result = dispatch(
+        &shared,
+        &route.endpoint,
+        &parameters,
+        caller.as_ref(),
+        upload.as_deref(),
+    );
     match result {
+        Ok((data, total)) if route.endpoint == Endpoint::NetworkList => {
+            // Proxmox adds the pending change as the `changes` attribute next to `data`.
+            let node = parameters.get("node").map(String::as_str).unwrap_or("");
+            let changes = shared
+                .cluster()
+                .networks
+                .get(node)
+                .and_then(network::NodeNetwork::changes);
+            let mut answer = json!({ "data": data });
+            if let (Some(changes), Some(object)) = (changes, answer.as_object_mut()) {
+                object.insert("changes".into(), json!(changes));
+            }
+            let _ = total;
+            respond(200, "OK", Some(answer))
+        }
         Ok((data, total)) => success(data, total),
         Err(error) => error_answer(&error),
     }
@@ -795,6 +933,7 @@ fn dispatch(
     endpoint: &Endpoint,
     parameters: &BTreeMap<String, String>,
     caller: Option<&Caller>,
+    upload: Option<&[u8]>,
 ) -> Outcome {
     use Endpoint::*;
     let moment = now();
@@ -812,7 +951,10 @@ fn dispatch(
         Version => plain(
             json!({"version": "8.4.1", "release": "8.4", "repoid": "2a5fa54a8503f96d", "console": "html5"}),
         ),
-        AccessIndex => plain(index(&["ticket", "users", "domains"], "subdir")),
+        AccessIndex => plain(index(
+            &["ticket", "users", "groups", "roles", "domains"],
+            "subdir",
+        )),
         TicketGet => plain(Value::Null),
         TicketPost => {
             let username = &parameters["username"];
@@ -835,6 +977,7 @@ fn dispatch(
             }
         }
         ClusterIndex => plain(index(&["resources", "nextid", "status", "tasks"], "name")),
+
         Resources => plain(
             shared
                 .cluster()
@@ -850,7 +993,9 @@ fn dispatch(
         NodeIndex => {
             shared.cluster().node(node)?;
             plain(index(
-                &["aplinfo", "lxc", "status", "storage", "tasks"],
+                &[
+                    "aplinfo", "lxc", "netstat", "network", "qemu", "status", "storage", "tasks",
+                ],
                 "name",
             ))
         }
@@ -1001,6 +1146,140 @@ fn dispatch(
             start_task(shared, node, &user, prepared)
         }
         TaskList => task_list(shared, node, parameters),
+        Netstat => plain(shared.cluster().netstat(node, moment)?),
+        VmList => plain(shared.cluster().vm_list(node, moment)?),
+        VmCreate => {
+            let (action, upid) = {
+                let mut cluster = shared.cluster();
+                let action = cluster.prepare_vm_create(node, parameters, moment)?;
+                let upid =
+                    cluster.begin_task(node, action.task_type(), &action.task_id(), &user, moment);
+                (action, upid)
+            };
+            shared.persist();
+            plain(json!(spawn_task(shared, node, upid, action)))
+        }
+        VmIndex => {
+            shared.cluster().guest_of(GuestKind::Qemu, node, vmid)?;
+            plain(index(&["config", "status", "rrddata"], "subdir"))
+        }
+        VmDestroy => {
+            let prepared = shared.cluster().prepare_vm_destroy(node, vmid, parameters);
+            start_task(shared, node, &user, prepared)
+        }
+        VmConfig => plain(shared.cluster().vm_config_view(node, vmid)?),
+        VmStatusIndex => {
+            shared.cluster().guest_of(GuestKind::Qemu, node, vmid)?;
+            plain(index(
+                &["current", "start", "stop", "reset", "shutdown"],
+                "subdir",
+            ))
+        }
+        VmStatusCurrent => plain(shared.cluster().vm_status_view(node, vmid, moment)?),
+        VmPower(action) => {
+            if flag(parameters, "skiplock")
+                && caller.is_some_and(|caller| caller_user(caller) != "root@pam")
+            {
+                return Err(ApiError::parameter(
+                    "skiplock",
+                    "Only root may use this option.",
+                ));
+            }
+            let prepared = shared
+                .cluster()
+                .prepare_vm_power(node, vmid, action, parameters);
+            start_task(shared, node, &user, prepared)
+        }
+        StorageConfig => plain(
+            shared
+                .cluster()
+                .storage_config_list(parameters.get("type").map(String::as_str)),
+        ),
+        StorageUpload => {
+            let Some(bytes) = upload else {
+                return Err(ApiError::failed("upload failed - no file in the request"));
+            };
+            let prepared = shared.cluster().prepare_upload(node, parameters, bytes);
+            start_task(shared, node, &user, prepared)
+        }
+        StorageAllocate => {
+            let volid = shared.cluster().allocate(node, parameters, moment)?;
+            shared.persist();
+            plain(volid)
+        }
+        VolumeDelete => {
+            let prepared = shared.cluster().prepare_volume_delete(
+                node,
+                &parameters["storage"],
+                &parameters["volume"],
+            );
+            start_task(shared, node, &user, prepared)
+        }
+        NetworkList => {
+            let mut cluster = shared.cluster();
+            adopt_host_bridges(shared, &mut cluster, node)?;
+            plain(Value::Array(
+                cluster
+                    .network_mut(node)?
+                    .list(parameters.get("type").map(String::as_str)),
+            ))
+        }
+        InterfaceGet => {
+            let mut cluster = shared.cluster();
+            adopt_host_bridges(shared, &mut cluster, node)?;
+            plain(cluster.network_mut(node)?.get(&parameters["iface"])?)
+        }
+        NetworkCreate | InterfaceUpdate => {
+            shared.cluster().network_mut(node)?.change(
+                &parameters["iface"],
+                parameters,
+                *endpoint == InterfaceUpdate,
+            )?;
+            shared.persist();
+            plain(Value::Null)
+        }
+        InterfaceDelete => {
+            shared
+                .cluster()
+                .network_mut(node)?
+                .remove(&parameters["iface"])?;
+            shared.persist();
+            plain(Value::Null)
+        }
+        NetworkRevert => {
+            shared.cluster().network_mut(node)?.pending = None;
+            shared.persist();
+            plain(Value::Null)
+        }
+        NetworkApply => {
+            shared.cluster().network_mut(node)?;
+            start_task(shared, node, &user, Ok(Action::NetworkApply))
+        }
+        ClusterTasks => plain(shared.cluster().cluster_tasks()),
+        Users => {
+            let enabled = parameters
+                .get("enabled")
+                .and_then(|value| parse_boolean(value));
+            plain(
+                shared
+                    .cluster()
+                    .access
+                    .user_list(enabled, flag(parameters, "full")),
+            )
+        }
+        UserCreate => {
+            shared.cluster().access.create_user(parameters)?;
+            shared.persist();
+            plain(Value::Null)
+        }
+        Groups => plain(shared.cluster().access.group_list()),
+        GroupCreate => {
+            shared.cluster().access.create_group(parameters)?;
+            shared.persist();
+            plain(Value::Null)
+        }
+        Roles => plain(access::Access::role_list()),
+        Domains => plain(access::Access::domain_list()),
         TaskIndex => {
             find_task(shared, node, &parameters["upid"])?;
             plain(index(&["log", "status"], "name"))
@@ -1049,6 +1328,14 @@ fn dispatch(
             Ok((Value::Array(lines), Some(total)))
         }
     }
+}
+
+/// In the LXC-backed mode, the node's bridges are the host's.
+fn adopt_host_bridges(shared: &Shared, cluster: &mut Cluster, node: &str) -> Result<(), ApiError> {
+    if let Some(bridges) = shared.backend.host_bridges() {
+        cluster.network_mut(node)?.adopt_host_bridges(&bridges);
+    }
+    Ok(())
 }
 
 fn caller_user(caller: &Caller) -> &str {

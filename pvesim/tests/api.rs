@@ -1,4 +1,7 @@
-//! End-to-end checks of the simulator's HTTP API against the shapes Proxmox VE answers with.
+//! End-to-end checks of the simulator's HTTP API against the shapes Proxmox VE answers with, and
+//! the conformance of every endpoint Hostplane builds on (the seed list of Proxmox VE calls): each
+//! answers, and refuses each parameter's wrong type, enumeration value, range, length, missing
+//! companion and absence the way Proxmox's schema does, and refuses parameters it does not know.
 
 use std::time::{Duration, Instant};
 
@@ -679,5 +682,736 @@ async fn templates_storage_and_download() {
         (missing.status, missing.reason.as_str()),
         (500, "volume 'local:vztmpl/nothing.tar.zst' does not exist")
     );
+    harness.sim.shutdown().await;
+}
+
+// ----- the seed's endpoints -----
+
+const NOT_IN_SCHEMA: &str =
+    "property is not defined in schema and the schema does not allow additional properties";
+const MISSING: &str = "property is missing and it is not optional";
+
+/// One endpoint: a call the schema accepts, the status it answers with, refusals of single
+/// parameters (name, value, Proxmox's message) and the parameters it requires.
+struct Endpoint {
+    method: &'static str,
+    path: &'static str,
+    valid: &'static [(&'static str, &'static str)],
+    status: u16,
+    refusals: Vec<(&'static str, &'static str, String)>,
+    required: &'static [&'static str],
+}
+
+fn endpoint(method: &'static str, path: &'static str) -> Endpoint {
+    Endpoint {
+        method,
+        path,
+        valid: &[],
+        status: 200,
+        refusals: Vec::new(),
+        required: &[],
+    }
+}
+
+impl Endpoint {
+    fn valid(mut self, valid: &'static [(&'static str, &'static str)]) -> Endpoint {
+        self.valid = valid;
+        self
+    }
+    fn status(mut self, status: u16) -> Endpoint {
+        self.status = status;
+        self
+    }
+    fn refuse(mut self, name: &'static str, value: &'static str, message: &str) -> Endpoint {
+        self.refusals.push((name, value, message.to_string()));
+        self
+    }
+    fn required(mut self, required: &'static [&'static str]) -> Endpoint {
+        self.required = required;
+        self
+    }
+}
+
+fn integer(value: &str) -> String {
+    format!("type check ('integer') failed - got '{value}'")
+}
+fn boolean(value: &str) -> String {
+    format!("type check ('boolean') failed - got '{value}'")
+}
+fn minimum(value: i64) -> String {
+    format!("value must have a minimum value of {value}")
+}
+fn maximum(value: i64) -> String {
+    format!("value must have a maximum value of {value}")
+}
+fn enumeration(value: &str, values: &[&str]) -> String {
+    format!(
+        "value '{value}' does not have a value in the enumeration '{}'",
+        values.join(", ")
+    )
+}
+fn requires(by: &str) -> String {
+    format!("missing property - '{by}' requires this property")
+}
+
+const QEMU_OS: &[&str] = &[
+    "other", "wxp", "w2k", "w2k3", "w2k8", "wvista", "win7", "win8", "win10", "win11", "l24",
+    "l26", "solaris",
+];
+const STORAGE_TYPES: &[&str] = &[
+    "btrfs",
+    "cephfs",
+    "cifs",
+    "dir",
+    "esxi",
+    "glusterfs",
+    "iscsi",
+    "iscsidirect",
+    "lvm",
+    "lvmthin",
+    "nfs",
+    "pbs",
+    "rbd",
+    "zfs",
+    "zfspool",
+];
+const INTERFACE_TYPES: &[&str] = &[
+    "bridge",
+    "bond",
+    "eth",
+    "alias",
+    "vlan",
+    "OVSBridge",
+    "OVSBond",
+    "OVSPort",
+    "OVSIntPort",
+    "vnet",
+];
+
+/// The seed's endpoints (and the upload endpoint behind its "upload content"), in an order
+/// whose valid calls leave the fixtures in the state the next one needs.
+fn seed_endpoints() -> Vec<Endpoint> {
+    let mut list_types = INTERFACE_TYPES.to_vec();
+    list_types.extend(["any_bridge", "any_local_bridge"]);
+    let mut change_types = INTERFACE_TYPES.to_vec();
+    change_types.push("unknown");
+    vec![
+        endpoint("GET", "/nodes"),
+        endpoint("GET", "/nodes/pve1"),
+        endpoint("GET", "/nodes/pve1/status"),
+        endpoint("GET", "/nodes/pve1/netstat"),
+        endpoint("GET", "/nodes/pve1/tasks")
+            .refuse("limit", "-1", &minimum(0))
+            .refuse("source", "old", &enumeration("old", &["archive", "active", "all"]))
+            .refuse("errors", "maybe", &boolean("maybe"))
+            .refuse("vmid", "99", &minimum(100)),
+        endpoint("GET", "/nodes/pve1/qemu").refuse("full", "x", &boolean("x")),
+        endpoint("POST", "/nodes/pve1/qemu")
+            .valid(&[
+                ("vmid", "300"),
+                ("scsi0", "local-lvm:4"),
+                ("net0", "virtio,bridge=vmbr0"),
+                ("memory", "1024"),
+                ("name", "vm300"),
+            ])
+            .refuse("vmid", "abc", &integer("abc"))
+            .refuse("vmid", "99", &minimum(100))
+            .refuse("vmid", "1000000000", &maximum(999_999_999))
+            .refuse("cores", "0", &minimum(1))
+            .refuse("cpulimit", "200", &maximum(128))
+            .refuse("ostype", "linux", &enumeration("linux", QEMU_OS))
+            .refuse("onboot", "sometimes", &boolean("sometimes"))
+            .refuse(
+                "memory",
+                "current=8",
+                "invalid format - format error\nmemory.current: value must have a minimum value of 16\n",
+            )
+            .refuse(
+                "net0",
+                "virtio,tag=5000",
+                "invalid format - format error\nnet0.tag: value must have a maximum value of 4094\n",
+            )
+            .refuse(
+                "name",
+                "bad_name",
+                "invalid format - value 'bad_name' does not look like a valid DNS name\n",
+            )
+            .refuse("scsi99", "local-lvm:4", NOT_IN_SCHEMA)
+            .refuse("archive", "local:backup/x.vma.zst", "")
+            .required(&["vmid"]),
+        endpoint("GET", "/nodes/pve1/qemu/200/status/current"),
+        endpoint("POST", "/nodes/pve1/qemu/200/status/start")
+            .refuse("timeout", "-1", &minimum(0))
+            .refuse(
+                "migration_type",
+                "fast",
+                &enumeration("fast", &["secure", "insecure"]),
+            )
+            .refuse("skiplock", "x", &boolean("x")),
+        endpoint("POST", "/nodes/pve1/qemu/200/status/reset").refuse("skiplock", "2", &boolean("2")),
+        endpoint("POST", "/nodes/pve1/qemu/200/status/shutdown")
+            .refuse("forceStop", "x", &boolean("x"))
+            .refuse("timeout", "-5", &minimum(0)),
+        endpoint("POST", "/nodes/pve1/qemu/200/status/stop")
+            .refuse("timeout", "x", &integer("x"))
+            .refuse("keepActive", "x", &boolean("x")),
+        endpoint("GET", "/nodes/pve1/lxc"),
+        endpoint("POST", "/nodes/pve1/lxc")
+            .valid(&[
+                ("vmid", "301"),
+                ("ostemplate", TEMPLATE),
+                ("rootfs", "local-lvm:4"),
+            ])
+            .refuse("vmid", "99", &minimum(100))
+            .refuse("memory", "8", &minimum(16))
+            .refuse("cores", "9000", &maximum(8192))
+            .required(&["vmid", "ostemplate"]),
+        endpoint("GET", "/nodes/pve1/lxc/100/status/current"),
+        endpoint("POST", "/nodes/pve1/lxc/100/status/start").refuse("skiplock", "x", &boolean("x")),
+        endpoint("POST", "/nodes/pve1/lxc/100/status/shutdown")
+            .refuse("timeout", "-1", &minimum(0))
+            .refuse("forceStop", "x", &boolean("x")),
+        endpoint("POST", "/nodes/pve1/lxc/100/status/stop")
+            .status(500)
+            .refuse("overrule-shutdown", "x", &boolean("x")),
+        endpoint("GET", "/storage").refuse("type", "zfsx", &enumeration("zfsx", STORAGE_TYPES)),
+        endpoint("GET", "/nodes/pve1/storage")
+            .refuse("enabled", "x", &boolean("x"))
+            .refuse(
+                "content",
+                "nonsense",
+                "invalid format - invalid content type 'nonsense'\n",
+            ),
+        endpoint("GET", "/nodes/pve1/storage/local"),
+        endpoint("GET", "/nodes/pve1/storage/local/content")
+            .refuse("vmid", "99", &minimum(100))
+            .refuse("content", "x", "invalid format - invalid content type 'x'\n"),
+        endpoint("POST", "/nodes/pve1/storage/local-lvm/content")
+            .valid(&[("vmid", "100"), ("filename", "vm-100-disk-5"), ("size", "1G")])
+            .refuse("size", "1T", "value does not match the regex pattern")
+            .refuse(
+                "format",
+                "vhd",
+                &enumeration("vhd", &["raw", "qcow2", "subvol", "vmdk"]),
+            )
+            .refuse("vmid", "abc", &integer("abc"))
+            .required(&["filename", "size", "vmid"]),
+        endpoint("POST", "/nodes/pve1/storage/local/upload")
+            .valid(&[("content", "vztmpl"), ("filename", "x.tar.zst")])
+            .status(500)
+            .refuse(
+                "checksum-algorithm",
+                "crc32",
+                &enumeration(
+                    "crc32",
+                    &["md5", "sha1", "sha224", "sha256", "sha384", "sha512"],
+                ),
+            )
+            .refuse("checksum", "abc", "")
+            .refuse("tmpfilename", "/tmp/x", "value does not match the regex pattern")
+            .required(&["content", "filename"]),
+        endpoint("DELETE", "/nodes/pve1/storage/local/content/vztmpl%2Fnothing.tar.zst")
+            .status(500)
+            .refuse("delay", "31", &maximum(30)),
+        endpoint("GET", "/nodes/pve1/network").refuse("type", "wifi", &enumeration("wifi", &list_types)),
+        endpoint("GET", "/nodes/pve1/network/vmbr0"),
+        endpoint("PUT", "/nodes/pve1/network/vmbr0")
+            .valid(&[("type", "bridge"), ("comments", "uplink")])
+            .refuse("type", "wifi", &enumeration("wifi", &change_types))
+            .refuse("mtu", "100", &minimum(1280))
+            .refuse("bridge_vlan_aware", "x", &boolean("x"))
+            .refuse("address", "10.0.0.9", "")
+            .refuse(
+                "cidr",
+                "10.0.0.9",
+                "invalid format - value '10.0.0.9' does not look like a valid IPv4 CIDR network\n",
+            )
+            .required(&["type"]),
+        endpoint("GET", "/cluster/resources")
+            .refuse("type", "x", &enumeration("x", &["vm", "storage", "node", "sdn"])),
+        endpoint("GET", "/cluster/tasks"),
+        endpoint("GET", "/cluster/status"),
+        endpoint("GET", "/cluster/nextid").refuse("vmid", "99", &minimum(100)),
+        endpoint("GET", "/access/users")
+            .refuse("full", "x", &boolean("x"))
+            .refuse("enabled", "x", &boolean("x")),
+        endpoint("POST", "/access/users")
+            .valid(&[("userid", "alice@pve"), ("password", "long-enough")])
+            .refuse(
+                "userid",
+                "alice",
+                "invalid format - value 'alice' does not look like a valid user name\n",
+            )
+            .refuse("password", "short", "value must be at least 8 characters long")
+            .refuse("expire", "-1", &minimum(0))
+            .refuse(
+                "email",
+                "nope",
+                "invalid format - value 'nope' does not look like a valid email address\n",
+            )
+            .required(&["userid"]),
+        endpoint("GET", "/access/groups"),
+        endpoint("GET", "/access/roles"),
+        endpoint("GET", "/access/domains"),
+    ]
+}
+
+/// The refusal a parameter with a missing companion gets, keyed by the companion.
+fn companion(name: &str) -> Option<(&'static str, String)> {
+    match name {
+        "archive" => None,
+        "checksum" => Some(("checksum-algorithm", requires("checksum"))),
+        "address" => Some(("netmask", requires("address"))),
+        _ => None,
+    }
+}
+
+async fn expect_refusal(
+    harness: &Harness,
+    endpoint: &Endpoint,
+    parameters: &[(&str, &str)],
+    key: &str,
+    message: &str,
+) {
+    let answer = harness
+        .call(endpoint.method, endpoint.path, parameters)
+        .await;
+    let context = format!(
+        "{} {} {parameters:?}: {}",
+        endpoint.method, endpoint.path, answer.raw
+    );
+    assert_eq!(answer.status, 400, "{context}");
+    assert_eq!(answer.reason, "Parameter verification failed.", "{context}");
+    assert_eq!(answer.body["errors"][key], message, "{context}");
+}
+
+#[tokio::test]
+async fn every_seed_endpoint_answers_and_refuses_as_the_schema_does() {
+    let harness = start(config()).await;
+    harness
+        .create_ok(100, &[("net0", "name=eth0,bridge=vmbr0")])
+        .await;
+    let vm = harness
+        .call(
+            "POST",
+            "/nodes/pve1/qemu",
+            &[
+                ("vmid", "200"),
+                ("scsi0", "local-lvm:8"),
+                ("net0", "virtio,bridge=vmbr0"),
+            ],
+        )
+        .await;
+    assert_eq!(vm.status, 200, "{vm:?}");
+    assert_eq!(
+        harness.wait(vm.data().as_str().unwrap()).await["exitstatus"],
+        "OK"
+    );
+    let endpoints = seed_endpoints();
+    for endpoint in &endpoints {
+        let valid: Vec<(&str, &str)> = endpoint.valid.to_vec();
+        let mut unknown = valid.clone();
+        unknown.push(("bogus", "1"));
+        expect_refusal(&harness, endpoint, &unknown, "bogus", NOT_IN_SCHEMA).await;
+        for (name, value, message) in &endpoint.refusals {
+            let mut parameters: Vec<(&str, &str)> = valid
+                .iter()
+                .copied()
+                .filter(|(key, _)| key != name)
+                .collect();
+            parameters.push((name, value));
+            match companion(name) {
+                Some((key, message)) => {
+                    expect_refusal(&harness, endpoint, &parameters, key, &message).await
+                }
+                None if *name == "archive" => {
+                    // `force` and `unique` require `archive`: refused when it is absent.
+                    let mut parameters = valid.clone();
+                    parameters.push(("force", "1"));
+                    expect_refusal(
+                        &harness,
+                        endpoint,
+                        &parameters,
+                        "archive",
+                        &requires("force"),
+                    )
+                    .await;
+                }
+                None => expect_refusal(&harness, endpoint, &parameters, name, message).await,
+            }
+        }
+        for name in endpoint.required {
+            let parameters: Vec<(&str, &str)> = valid
+                .iter()
+                .copied()
+                .filter(|(key, _)| key != name)
+                .collect();
+            expect_refusal(&harness, endpoint, &parameters, name, MISSING).await;
+        }
+        let answer = harness.call(endpoint.method, endpoint.path, &valid).await;
+        assert_eq!(
+            answer.status, endpoint.status,
+            "{} {}: {answer:?}",
+            endpoint.method, endpoint.path
+        );
+        if let Some(upid) = answer
+            .data()
+            .as_str()
+            .filter(|text| text.starts_with("UPID:"))
+        {
+            harness.wait(upid).await;
+        }
+    }
+    // Path parameters are checked by the same schema.
+    let path = harness
+        .call("GET", "/nodes/pve1/qemu/abc/status/current", &[])
+        .await;
+    assert_eq!(path.body["errors"]["vmid"], integer("abc"));
+    let iface = harness.call("GET", "/nodes/pve1/network/x", &[]).await;
+    assert_eq!(
+        iface.body["errors"]["iface"], "invalid format - invalid network interface name 'x'\n",
+        "the format is checked before the length, as Proxmox does"
+    );
+    harness.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn uploads_verify_checksums_and_appear_in_the_content() {
+    let harness = start(config()).await;
+    let bytes = b"a template's bytes".repeat(100);
+    let sha256 = "3f2c9a4bb8b0a1c4b2d1fbb8b4b0c7e8f37d6e0f1a2b3c4d5e6f708192a3b4c5";
+    let wrong = harness
+        .upload(
+            "local",
+            &[
+                ("content", "vztmpl"),
+                ("checksum-algorithm", "sha256"),
+                ("checksum", sha256),
+            ],
+            "custom-12.tar.zst",
+            &bytes,
+        )
+        .await;
+    assert_eq!(wrong.status, 200, "{wrong:?}");
+    let upid = wrong.data().as_str().unwrap().to_string();
+    assert!(upid.contains(":imgcopy::"), "{upid}");
+    let status = harness.wait(&upid).await;
+    let exit = status["exitstatus"].as_str().unwrap();
+    assert!(exit.starts_with("checksum mismatch: got '"), "{status}");
+    assert!(
+        exit.ends_with(&format!("' != expect '{sha256}'")),
+        "{status}"
+    );
+    let content = harness
+        .call(
+            "GET",
+            "/nodes/pve1/storage/local/content",
+            &[("content", "vztmpl")],
+        )
+        .await;
+    assert!(!content.raw.contains("custom-12"), "{}", content.raw);
+
+    let right = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect::<String>()
+    };
+    let good = harness
+        .upload(
+            "local",
+            &[
+                ("content", "vztmpl"),
+                ("checksum-algorithm", "sha256"),
+                ("checksum", &right.to_uppercase()),
+            ],
+            "custom 12.tar.zst",
+            &bytes,
+        )
+        .await;
+    let upid = good.data().as_str().unwrap().to_string();
+    assert_eq!(harness.wait(&upid).await["exitstatus"], "OK");
+    let log = harness.log(&upid).await;
+    assert!(
+        log.iter().any(|line| line.contains("checksum verified")),
+        "{log:?}"
+    );
+    let content = harness
+        .call(
+            "GET",
+            "/nodes/pve1/storage/local/content",
+            &[("content", "vztmpl")],
+        )
+        .await;
+    let uploaded = content
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["volid"] == "local:vztmpl/custom_12.tar.zst")
+        .unwrap_or_else(|| panic!("{}", content.raw))
+        .clone();
+    assert_eq!(uploaded["size"], bytes.len());
+    assert_eq!(uploaded["format"], "tzst");
+    // The uploaded template makes containers.
+    harness
+        .create_ok(110, &[("ostemplate", "local:vztmpl/custom_12.tar.zst")])
+        .await;
+    let extension = harness
+        .upload("local", &[("content", "iso")], "installer.exe", b"x")
+        .await;
+    assert_eq!(extension.body["errors"]["filename"], "wrong file extension");
+    let unsupported = harness
+        .upload("local-lvm", &[("content", "iso")], "installer.iso", b"x")
+        .await;
+    assert_eq!(unsupported.status, 400, "{unsupported:?}");
+    let delete = harness
+        .call(
+            "DELETE",
+            &format!(
+                "/nodes/pve1/storage/local/content/{}",
+                encode("local:vztmpl/custom_12.tar.zst")
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        harness.wait(delete.data().as_str().unwrap()).await["exitstatus"],
+        "OK"
+    );
+    harness.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn network_changes_wait_for_the_reload() {
+    let harness = start(config()).await;
+    let bridges = harness
+        .call("GET", "/nodes/pve1/network", &[("type", "any_bridge")])
+        .await;
+    assert_eq!(bridges.data()[0]["iface"], "vmbr0");
+    assert_eq!(bridges.data()[0]["active"], 1);
+    assert_eq!(bridges.data()[0]["autostart"], 1);
+    assert!(bridges.body.get("changes").is_none(), "{}", bridges.raw);
+    let create = harness
+        .call(
+            "POST",
+            "/nodes/pve1/network",
+            &[
+                ("iface", "vmbr1"),
+                ("type", "bridge"),
+                ("cidr", "192.168.50.1/24"),
+                ("autostart", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(create.status, 200, "{create:?}");
+    let update = harness
+        .call(
+            "PUT",
+            "/nodes/pve1/network/vmbr0",
+            &[
+                ("type", "bridge"),
+                ("address", "10.9.0.2"),
+                ("netmask", "255.255.0.0"),
+            ],
+        )
+        .await;
+    assert_eq!(update.status, 200, "{update:?}");
+    let pending = harness.call("GET", "/nodes/pve1/network", &[]).await;
+    let changes = pending.body["changes"].as_str().unwrap();
+    assert!(changes.contains("vmbr1"), "{changes}");
+    let vmbr1 = harness.call("GET", "/nodes/pve1/network/vmbr1", &[]).await;
+    assert_eq!(vmbr1.data()["address"], "192.168.50.1");
+    assert_eq!(vmbr1.data()["netmask"], "255.255.255.0");
+    assert!(
+        vmbr1.data().get("active").is_none(),
+        "not active before the reload"
+    );
+    let apply = harness.call("PUT", "/nodes/pve1/network", &[]).await;
+    let upid = apply.data().as_str().unwrap().to_string();
+    assert!(
+        upid.ends_with(":srvreload:networking:root@pam!hostplane:"),
+        "{upid}"
+    );
+    assert_eq!(harness.wait(&upid).await["exitstatus"], "OK");
+    let applied = harness.call("GET", "/nodes/pve1/network", &[]).await;
+    assert!(applied.body.get("changes").is_none(), "{}", applied.raw);
+    let vmbr0 = harness.call("GET", "/nodes/pve1/network/vmbr0", &[]).await;
+    assert_eq!(vmbr0.data()["cidr"], "10.9.0.2/16");
+    assert_eq!(vmbr0.data()["active"], 1);
+    let missing = harness.call("GET", "/nodes/pve1/network/vmbr7", &[]).await;
+    assert_eq!(missing.body["errors"]["iface"], "interface does not exist");
+    harness.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn vms_share_the_id_space_and_report_traffic_consistently() {
+    let harness = start(pvesim::SimConfig {
+        task_duration: Duration::from_millis(200),
+        ..config()
+    })
+    .await;
+    let create = harness
+        .call(
+            "POST",
+            "/nodes/pve1/qemu",
+            &[
+                ("vmid", "150"),
+                ("scsi0", "local-lvm:8"),
+                ("net0", "virtio,bridge=vmbr0"),
+                ("net1", "e1000,bridge=vmbr0"),
+                ("start", "1"),
+            ],
+        )
+        .await;
+    let upid = create.data().as_str().unwrap().to_string();
+    assert!(upid.contains(":qmcreate:150:"), "{upid}");
+    let locked = harness
+        .call("GET", "/nodes/pve1/qemu/150/config", &[])
+        .await;
+    assert_eq!(locked.data()["lock"], "create");
+    let clash = harness
+        .call(
+            "POST",
+            "/nodes/pve1/lxc",
+            &[("vmid", "150"), ("ostemplate", TEMPLATE)],
+        )
+        .await;
+    assert_eq!(
+        (clash.status, clash.reason.as_str()),
+        (
+            500,
+            "unable to create CT 150 - VM 150 already exists on node 'pve1'"
+        )
+    );
+    let next = harness
+        .call("GET", "/cluster/nextid", &[("vmid", "150")])
+        .await;
+    assert_eq!(next.body["errors"]["vmid"], "VM 150 already exists");
+    assert_eq!(harness.wait(&upid).await["exitstatus"], "OK");
+    let config = harness
+        .call("GET", "/nodes/pve1/qemu/150/config", &[])
+        .await;
+    assert_eq!(config.data()["scsi0"], "local-lvm:vm-150-disk-0,size=8G");
+    let not_lxc = harness
+        .call("GET", "/nodes/pve1/lxc/150/status/current", &[])
+        .await;
+    assert_eq!(
+        not_lxc.reason,
+        "Configuration file 'nodes/pve1/lxc/150.conf' does not exist"
+    );
+    let resources = harness
+        .call("GET", "/cluster/resources", &[("type", "vm")])
+        .await;
+    assert_eq!(resources.data()[0]["id"], "qemu/150");
+    let netstat = harness.call("GET", "/nodes/pve1/netstat", &[]).await;
+    let entries = netstat.data().as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{}", netstat.raw);
+    assert_eq!(entries[0]["vmid"], json!("150"), "vmid is sent as a string");
+    assert_eq!(entries[0]["dev"], "net0");
+    let status = harness
+        .call("GET", "/nodes/pve1/qemu/150/status/current", &[])
+        .await;
+    let sent: u64 = entries
+        .iter()
+        .map(|entry| entry["in"].as_str().unwrap().parse::<u64>().unwrap())
+        .sum();
+    let uptime = status.data()["uptime"].as_u64().unwrap();
+    assert_eq!(
+        status.data()["netin"].as_u64().unwrap() / uptime.max(1),
+        sent / uptime.max(1)
+    );
+    let tasks = harness.call("GET", "/cluster/tasks", &[]).await;
+    assert_eq!(tasks.data()[0]["type"], "qmcreate");
+    assert_eq!(tasks.data()[0]["status"], "OK");
+    harness.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn access_control_and_networks_are_persisted() {
+    let folder = tempfile::tempdir().unwrap();
+    let state = folder.path().join("state.json");
+    let settings = || pvesim::SimConfig {
+        state_file: Some(state.clone()),
+        ..config()
+    };
+    let harness = start(settings()).await;
+    let group = harness
+        .call("POST", "/access/groups", &[("groupid", "customers")])
+        .await;
+    assert_eq!(group.status, 200, "{group:?}");
+    let user = harness
+        .call(
+            "POST",
+            "/access/users",
+            &[
+                ("userid", "bob@pve"),
+                ("groups", "customers"),
+                ("email", "bob@example.com"),
+            ],
+        )
+        .await;
+    assert_eq!(user.status, 200, "{user:?}");
+    let again = harness
+        .call("POST", "/access/users", &[("userid", "bob@pve")])
+        .await;
+    assert_eq!(
+        again.reason,
+        "create user failed: user 'bob@pve' already exists"
+    );
+    let realm = harness
+        .call("POST", "/access/users", &[("userid", "eve@ldap")])
+        .await;
+    assert_eq!(
+        realm.reason,
+        "create user failed: domain 'ldap' does not exist"
+    );
+    harness
+        .call(
+            "PUT",
+            "/nodes/pve1/network/vmbr0",
+            &[("type", "bridge"), ("comments", "kept")],
+        )
+        .await;
+    harness.sim.shutdown().await;
+
+    let harness = start(settings()).await;
+    let users = harness.call("GET", "/access/users", &[]).await;
+    let bob = users
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|user| user["userid"] == "bob@pve")
+        .unwrap_or_else(|| panic!("{}", users.raw))
+        .clone();
+    assert_eq!(bob["groups"], "customers");
+    assert_eq!(bob["enable"], 1);
+    let groups = harness.call("GET", "/access/groups", &[]).await;
+    assert_eq!(
+        groups.data(),
+        &json!([{"groupid": "customers", "users": "bob@pve"}])
+    );
+    let roles = harness.call("GET", "/access/roles", &[]).await;
+    assert!(
+        roles
+            .data()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|role| role["roleid"] == "PVEVMAdmin")
+    );
+    let domains = harness.call("GET", "/access/domains", &[]).await;
+    let realms: Vec<&Value> = domains
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| &d["realm"])
+        .collect();
+    assert_eq!(realms, [&json!("pam"), &json!("pve")]);
+    let vmbr0 = harness.call("GET", "/nodes/pve1/network/vmbr0", &[]).await;
+    assert_eq!(vmbr0.data()["comments"], "kept");
     harness.sim.shutdown().await;
 }

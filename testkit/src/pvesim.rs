@@ -224,3 +224,50 @@ pub fn encode(segment: &str) -> String {
         })
         .collect()
 }
+
+/// A `multipart/form-data` body with text fields and one file part named `filename`, as
+/// Proxmox clients send uploads. Returns the content type and the body.
+pub fn multipart(fields: &[(&str, &str)], file_name: &str, bytes: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "pvesim-test-boundary-7d3f";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"filename\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+impl Harness {
+    /// Uploads a file to a storage with the API token.
+    pub async fn upload(
+        &self,
+        storage: &str,
+        fields: &[(&str, &str)],
+        file_name: &str,
+        bytes: &[u8],
+    ) -> Answer {
+        let (content_type, body) = multipart(fields, file_name, bytes);
+        let response = self
+            .client
+            .post(format!("{}/nodes/pve1/storage/{storage}/upload", self.base))
+            .header("Authorization", format!("PVEAPIToken={TOKEN}"))
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        read(response).await
+    }
+}
