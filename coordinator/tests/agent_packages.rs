@@ -18,12 +18,17 @@ use testkit::agent_work::{INSTANCE, Setup, log_lines};
 use testkit::dpkg;
 
 const PACKAGE: &str = "sl";
+
+/// The tests that install and remove `sl` take turns: a test binary runs its tests on parallel
+/// threads, and two installs of one package at once would count each other's dpkg log lines.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 fn handlers() -> agent::Handlers {
     agent::Handlers::standard()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_list_upgrade_and_remove_through_the_api() {
+    let _turn = TURN.lock().await;
     if !dpkg::root_and_apt(PACKAGE) {
         return;
     }
@@ -265,6 +270,7 @@ async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut() ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_cut_mid_install_ends_with_one_install_and_a_succeeded_task() {
+    let _turn = TURN.lock().await;
     if !dpkg::root_and_apt(PACKAGE) {
         return;
     }
