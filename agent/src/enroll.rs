@@ -1,6 +1,7 @@
 //! `hostplane-agent enroll`: make a key here, send a CSR with the one-time token on the
 //! enrollment ALPN to the coordinator pinned by the token's CA fingerprint, store what comes back.
 
+use shell::sync::MutexExt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -131,8 +132,7 @@ async fn exchange(
     let pinned_failure = || {
         verifier
             .failure
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .locked()
             .clone()
     };
     let connection = match endpoint

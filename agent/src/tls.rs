@@ -2,6 +2,7 @@
 //! certificate) and the agent connection (coordinator verified against the stored CA, the
 //! agent's certificate presented). Both use TLS 1.3 only and never resume sessions.
 
+use shell::sync::MutexExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -117,8 +118,7 @@ impl PinnedCa {
     fn refuse(&self, message: String) -> rustls::Error {
         *self
             .failure
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(message.clone());
+            .locked() = Some(message.clone());
         rustls::Error::General(message)
     }
 }

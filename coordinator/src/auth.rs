@@ -11,6 +11,7 @@
 //! Invariant: a principal comes only from a verified credential; handlers never look at
 //! credentials themselves.
 
+use shell::sync::MutexExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -311,8 +312,7 @@ impl LoginLimiter {
         let now = Instant::now();
         let lock = |delays: &Mutex<LoginDelays>, key: &str| {
             delays
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .locked()
                 .check(key, now)
         };
         lock(&self.per_user_and_address, &pair_key(username, address))
@@ -323,19 +323,16 @@ impl LoginLimiter {
     pub fn failed(&self, username: &str, address: &str) {
         let now = Instant::now();
         self.per_user_and_address
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .locked()
             .record_failure(&pair_key(username, address), now);
         self.per_address
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .locked()
             .record_failure(address, now);
     }
 
     pub fn succeeded(&self, username: &str, address: &str) {
         self.per_user_and_address
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .locked()
             .clear(&pair_key(username, address));
     }
 }

@@ -1,11 +1,18 @@
 //! Wall-clock helpers: the one place that reads the time for records, and RFC 3339 formatting.
 
+use std::time::SystemTime;
+
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// Now, in UTC.
 pub fn now() -> OffsetDateTime {
-    OffsetDateTime::now_utc()
+    OffsetDateTime::from(system_now())
+}
+
+/// Now, as the system time (certificate validity, deadlines on the wire).
+pub fn system_now() -> SystemTime {
+    SystemTime::now()
 }
 
 /// Unix seconds now.

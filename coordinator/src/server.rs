@@ -1,6 +1,7 @@
 //! Starting and stopping the coordinator: open the store, bind the listeners, serve HTTP(S)
 //! until shutdown, write `endpoints.json`.
 
+use shell::sync::MutexExt;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -211,8 +212,7 @@ impl Drop for ConnectionPermit {
     fn drop(&mut self) {
         let mut book = self
             .book
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .locked();
         book.total = book.total.saturating_sub(1);
         if let Some(count) = book.per_address.get_mut(&self.address) {
             *count = count.saturating_sub(1);
@@ -230,7 +230,7 @@ fn admit(
     limits: &Limits,
     address: IpAddr,
 ) -> Option<ConnectionPermit> {
-    let mut open = book.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut open = book.locked();
     if open.total >= limits.http_max_connections {
         return None;
     }

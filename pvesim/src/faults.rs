@@ -1,6 +1,7 @@
 //! Fault injection: added latency, random failures per endpoint, failing or hanging tasks,
 //! offline nodes and injected config locks. Random choices come from a seeded generator.
 
+use shell::sync::MutexExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -164,8 +165,7 @@ impl Faults {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FaultState> {
         self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .locked()
     }
 
     /// The current settings.
@@ -206,8 +206,7 @@ impl Faults {
     fn apply_offline(&self, before: &BTreeMap<String, u16>, after: &BTreeMap<String, u16>) {
         let mut cluster = self
             .cluster
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .locked();
         for name in before.keys() {
             cluster.set_node_online(name, true);
         }
@@ -264,8 +263,7 @@ impl Faults {
     pub fn lock_guest(&self, vmid: u32, lock: &str, duration: Duration) -> bool {
         let placed = self
             .cluster
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .locked()
             .set_lock(vmid, Some(lock));
         if placed && let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let cluster = self.cluster.clone();
@@ -273,8 +271,7 @@ impl Faults {
             runtime.spawn(async move {
                 tokio::time::sleep(duration).await;
                 let mut cluster = cluster
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    .locked();
                 if cluster
                     .guests
                     .get(&vmid)

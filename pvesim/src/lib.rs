@@ -35,6 +35,7 @@ pub mod storage;
 pub mod upid;
 pub mod vm;
 
+use shell::sync::MutexExt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -149,8 +150,7 @@ impl SimState {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Cluster> {
         self.cluster
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .locked()
     }
 }
 

@@ -1,6 +1,7 @@
 //! A small parameter schema engine that checks values the way Proxmox's JSON schema code does:
 //! loose scalar typing, ranges, enumerations, named formats and comma-separated property strings.
 
+use shell::sync::MutexExt;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{LazyLock, Mutex};
 
@@ -166,8 +167,7 @@ static REGEX_CACHE: LazyLock<Mutex<HashMap<&'static str, Regex>>> =
 
 fn whole_match(pattern: &'static str, value: &str) -> bool {
     let mut cache = REGEX_CACHE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+        .locked();
     let regex = cache.entry(pattern).or_insert_with(|| {
         Regex::new(&format!("^(?:{pattern})$")).expect("schema patterns are valid")
     });

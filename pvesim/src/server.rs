@@ -1,6 +1,7 @@
 //! The HTTP(S) layer: accepting connections, authentication, routing, parameter merging and
 //! checking, answers shaped like pveproxy's, and the asynchronous task runner.
 
+use shell::sync::MutexExt;
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -57,8 +58,7 @@ pub(crate) struct Shared {
 impl Shared {
     fn cluster(&self) -> std::sync::MutexGuard<'_, Cluster> {
         self.cluster
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .locked()
     }
 
     fn persist(&self) {
@@ -79,8 +79,7 @@ impl Shared {
 
     fn guest_lock(&self, vmid: u32) -> Arc<tokio::sync::Mutex<()>> {
         self.guest_locks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .locked()
             .entry(vmid)
             .or_default()
             .clone()
@@ -210,8 +209,7 @@ impl Running {
         let cancels: Vec<Arc<Notify>> = self
             .shared
             .cancels
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .locked()
             .values()
             .cloned()
             .collect();
@@ -222,8 +220,7 @@ impl Running {
             &mut *self
                 .shared
                 .tasks
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+                .locked(),
         );
         let deadline = tokio::time::sleep(Duration::from_secs(2));
         tokio::pin!(deadline);
@@ -1288,8 +1285,7 @@ fn dispatch(
             let upid = find_task(shared, node, &parameters["upid"])?;
             let cancel = shared
                 .cancels
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .locked()
                 .get(&upid)
                 .cloned();
             if let Some(cancel) = cancel {
@@ -1462,8 +1458,7 @@ fn spawn_task(shared: &Arc<Shared>, node: &str, upid: Upid, action: Action) -> S
     let cancel = Arc::new(Notify::new());
     shared
         .cancels
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .locked()
         .insert(text.clone(), cancel.clone());
     let runner = run_task(
         shared.clone(),
@@ -1474,8 +1469,7 @@ fn spawn_task(shared: &Arc<Shared>, node: &str, upid: Upid, action: Action) -> S
     );
     shared
         .tasks
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .locked()
         .spawn(runner);
     text
 }
@@ -1513,8 +1507,7 @@ async fn run_task(
     }
     shared
         .cancels
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .locked()
         .remove(&upid);
     shared.persist();
 }

@@ -11,10 +11,12 @@
 //! nginx), [`pebble`] (an ACME server), [`coordinator`] (a coordinator in-process),
 //! [`agent`] (agents in-process against it), [`agent_work`] (a customer's instance with its
 //! agent, driven through the API), [`quic`] (raw QUIC clients of the agent channel) and
-//! [`pvesim`] (the simulator in-process with a client of its API).
+//! [`pvesim`] (the simulator in-process with a client of its API), and [`architecture`] (the
+//! layering checks read from a crate's sources).
 
 pub mod agent;
 pub mod agent_work;
+pub mod architecture;
 pub mod clock;
 pub mod coordinator;
 pub mod databases;

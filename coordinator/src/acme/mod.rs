@@ -10,6 +10,7 @@ pub mod client;
 pub mod renewal;
 pub mod task;
 
+use shell::sync::MutexExt;
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
@@ -39,8 +40,7 @@ impl Acme {
     pub async fn shutdown(&self) {
         let running = self
             .renewal
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .locked()
             .take();
         if let Some((stop, handle)) = running {
             stop.cancel();
@@ -56,6 +56,5 @@ pub fn start(app: &Arc<App>) {
     let handle = renewal::spawn(app, stop.clone());
     *app.acme
         .renewal
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some((stop, handle));
+        .locked() = Some((stop, handle));
 }

@@ -106,7 +106,7 @@ async fn drive(
     let deadline = context
         .deadline
         .map(SystemTime::from)
-        .unwrap_or_else(|| SystemTime::now() + DEFAULT_DEADLINE);
+        .unwrap_or_else(|| crate::clock::system_now() + DEFAULT_DEADLINE);
     let dump = matches!(input.operation, Operation::DatabaseDump { .. });
     let mut attempt = 0u32;
     loop {
@@ -135,7 +135,7 @@ async fn drive(
             attempt,
         };
         let remaining = deadline
-            .duration_since(SystemTime::now())
+            .duration_since(crate::clock::system_now())
             .unwrap_or(Duration::ZERO)
             .max(Duration::from_millis(1));
         let data = dump.then(|| app.channel.expect_data(instance, task_id));

@@ -1,6 +1,7 @@
 //! The task routes (`/api/v1/task...`: list, one, cancel, Server-Sent Events) and
 //! [`respond_with_task`], the one way every route that starts long work answers.
 
+use shell::sync::MutexExt;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -122,8 +123,7 @@ impl Drop for UserSlot {
     fn drop(&mut self) {
         let mut held = self
             .held
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .locked();
         if let Some(count) = held.get_mut(&self.user) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -138,8 +138,7 @@ impl UserSlots {
     pub fn take(&self, user: &str, limit: usize, what: &str) -> Result<UserSlot, ApiError> {
         let mut held = self
             .held
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .locked();
         let count = held.entry(user.to_string()).or_insert(0);
         if *count >= limit {
             return Err(ApiError::new(

@@ -231,7 +231,7 @@ impl CertificateAuthority {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        let now = SystemTime::now();
+        let now = crate::clock::system_now();
         params.not_before = to_offset(now - Duration::from_secs(3600));
         params.not_after = to_offset(now + CA_LIFETIME);
         params.serial_number = Some(random_serial());
@@ -323,7 +323,7 @@ impl CertificateAuthority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
-        let now = SystemTime::now();
+        let now = crate::clock::system_now();
         // A little back-dating absorbs clock skew between host and container; a quarter of the
         // lifetime at most so that short test lifetimes stay meaningful.
         let backdate = (lifetime / 4).min(Duration::from_secs(300));
@@ -366,7 +366,7 @@ impl CertificateAuthority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
-        let now = SystemTime::now();
+        let now = crate::clock::system_now();
         params.not_before = to_offset(now - Duration::from_secs(3600));
         params.not_after = to_offset(now + SERVER_CERTIFICATE_LIFETIME);
         params.serial_number = Some(random_serial());

@@ -1,6 +1,7 @@
 //! Enrollment: issuing one-time tokens, and the unauthenticated enrollment ALPN that trades a
 //! token and a CSR for a certificate whose identity the coordinator writes itself.
 
+use shell::sync::MutexExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -57,7 +58,7 @@ pub(super) fn issue(
         }
     };
     let secret: [u8; TOKEN_SECRET_BYTES] = rand::random();
-    let now = SystemTime::now();
+    let now = crate::clock::system_now();
     let expires = now + inner.options.enrollment_ttl;
     let record = EnrollmentTokenRecord {
         instance,
@@ -117,8 +118,7 @@ fn enroll(inner: &Inner, request: &EnrollRequest) -> Result<Enrollment, ErrorDat
     let agent_version: String = request.agent_version.chars().take(64).collect();
     let _guard = inner
         .identity_lock
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+        .locked();
     let outcome = inner.store.write(|write| {
         let Some(record) = write.get::<EnrollmentTokenRecord>(Table::EnrollmentTokens, &hash)?
         else {
@@ -128,7 +128,7 @@ fn enroll(inner: &Inner, request: &EnrollRequest) -> Result<Enrollment, ErrorDat
             )));
         };
         write.delete(Table::EnrollmentTokens, &hash)?;
-        let expired = parse_rfc3339(&record.expires_at).is_none_or(|at| at <= SystemTime::now());
+        let expired = parse_rfc3339(&record.expires_at).is_none_or(|at| at <= crate::clock::system_now());
         if expired {
             return Ok(Err(refused(
                 ErrorCode::Unauthenticated,
@@ -221,8 +221,7 @@ pub(super) async fn serve(inner: Arc<Inner>, connection: quinn::Connection) {
     let remote = connection.remote_address();
     let allowed = inner
         .limiter
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .locked()
         .attempt(remote.ip(), Instant::now());
     let exchange = tokio::time::timeout(inner.options.handshake_timeout, async {
         let (mut send, receive) = connection.accept_bi().await.ok()?;

@@ -14,6 +14,7 @@ pub mod request;
 pub mod server;
 pub mod verifier;
 
+use shell::sync::MutexExt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -237,7 +238,7 @@ impl std::fmt::Debug for Channel {
 
 /// Now as RFC 3339 in UTC.
 pub(crate) fn now_rfc3339() -> String {
-    rfc3339(SystemTime::now())
+    rfc3339(crate::clock::system_now())
 }
 
 /// A time as RFC 3339 in UTC, to the second.
@@ -383,7 +384,7 @@ impl Channel {
         let delivery = TaskDelivery {
             task_id: TaskId::from_bytes(rand::random()),
             operation,
-            deadline_unix_ms: unix_ms(SystemTime::now() + deadline),
+            deadline_unix_ms: unix_ms(crate::clock::system_now() + deadline),
             attempt: 1,
         };
         self.deliver(instance, delivery, deadline).await
@@ -505,8 +506,7 @@ impl Inner {
         let key = crate::store::records::InstanceRecord::key(instance);
         let _guard = self
             .identity_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .locked();
         let revoked = self.store.write(|write| {
             let tokens: Vec<(String, crate::store::records::EnrollmentTokenRecord)> =
                 write.list(Table::EnrollmentTokens)?;

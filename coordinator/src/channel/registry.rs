@@ -1,6 +1,7 @@
 //! The live agent connections, one per instance, and what agents reported that is not yet in
 //! the store (written in batches, so heartbeats of thousands of agents cost one transaction).
 
+use shell::sync::MutexExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -58,8 +59,7 @@ pub struct Registry {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .locked()
 }
 
 impl Registry {
@@ -87,7 +87,7 @@ impl Registry {
             Some(current) if current.serial == serial => {
                 let mut removed = live.remove(&instance).expect("present");
                 drop(live);
-                removed.last_seen = SystemTime::now();
+                removed.last_seen = crate::clock::system_now();
                 self.note(instance, &removed);
                 true
             }
@@ -101,7 +101,7 @@ impl Registry {
         if let Some(current) = live.get_mut(&instance)
             && current.serial == serial
         {
-            current.last_seen = SystemTime::now();
+            current.last_seen = crate::clock::system_now();
             if let Some(not_after) = not_after {
                 current.not_after = not_after;
             }

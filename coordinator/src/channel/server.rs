@@ -2,6 +2,7 @@
 //! from the agent CA, client certificates checked by [`AgentCertVerifier`]), the accept loop, one
 //! task per agent connection (handshake, heartbeats, renewal) and the batched store writer.
 
+use shell::sync::MutexExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -186,8 +187,7 @@ pub(super) async fn start(inner: &Arc<Inner>) -> Result<SocketAddr, ChannelError
     let _ = inner.local_address.set(address);
     *inner
         .endpoint
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(endpoint.clone());
+        .locked() = Some(endpoint.clone());
     inner.tracker.spawn(accept_loop(inner.clone(), endpoint));
     inner.tracker.spawn(flush_loop(inner.clone()));
     tracing::info!(%address, "listening for agents");
@@ -198,8 +198,7 @@ pub(super) async fn shutdown(inner: &Arc<Inner>) {
     inner.stop.cancel();
     let endpoint = inner
         .endpoint
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .locked()
         .take();
     if let Some(endpoint) = endpoint {
         endpoint.close(VarInt::from_u32(close_code::SHUTDOWN), b"shutting down");
@@ -398,7 +397,7 @@ async fn serve_agent(inner: Arc<Inner>, connection: quinn::Connection) {
             connection: connection.clone(),
             generation: identity.generation,
             version: hello.agent_version.chars().take(64).collect(),
-            last_seen: SystemTime::now(),
+            last_seen: crate::clock::system_now(),
             not_after,
         },
     );
@@ -428,13 +427,13 @@ async fn serve_agent(inner: Arc<Inner>, connection: quinn::Connection) {
     let mut not_after = not_after;
     loop {
         let expires_in = not_after
-            .duration_since(SystemTime::now())
+            .duration_since(crate::clock::system_now())
             .unwrap_or(Duration::ZERO);
         let message = tokio::select! {
             message = reader.message::<AgentMessage>() => message,
             _ = connection.closed() => break,
             _ = tokio::time::sleep(expires_in) => {
-                if SystemTime::now() < not_after {
+                if crate::clock::system_now() < not_after {
                     continue;
                 }
                 inner.counters.expired_disconnects.fetch_add(1, Ordering::Relaxed);
@@ -471,7 +470,7 @@ async fn serve_agent(inner: Arc<Inner>, connection: quinn::Connection) {
                 inner.registry.update(identity.instance, serial, None);
                 CoordinatorMessage::HeartbeatAck(HeartbeatAck {
                     heartbeat_sent_at_unix_ms: heartbeat.sent_at_unix_ms,
-                    coordinator_time_unix_ms: super::unix_ms(SystemTime::now()),
+                    coordinator_time_unix_ms: super::unix_ms(crate::clock::system_now()),
                 })
             }
             Ok(Some(AgentMessage::RenewCertificate { csr_der })) => {
@@ -529,7 +528,7 @@ fn renew(
         return refused("this agent's certificate is no longer valid; enroll it again");
     }
     // An expired certificate is not renewed, even on a connection made while it was valid.
-    if SystemTime::now() >= not_after {
+    if crate::clock::system_now() >= not_after {
         return refused("this agent's certificate expired; enroll it again");
     }
     match inner

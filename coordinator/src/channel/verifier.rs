@@ -2,6 +2,7 @@
 //! CA, then the identity in the certificate against the current enrollment generation and the
 //! revocations, so a stale or revoked certificate is refused inside the TLS handshake.
 
+use shell::sync::RwLockExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -43,22 +44,19 @@ pub enum Refusal {
 impl Authorizations {
     pub fn set(&self, instance: u32, authorization: Authorization) {
         self.map
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .write_recovered()
             .insert(instance, authorization);
     }
 
     pub fn remove(&self, instance: u32) {
         self.map
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .write_recovered()
             .remove(&instance);
     }
 
     pub fn get(&self, instance: u32) -> Option<Authorization> {
         self.map
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .read_recovered()
             .get(&instance)
             .copied()
     }

@@ -234,7 +234,7 @@ fn segment(text: &str) -> String {
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
+    crate::clock::system_now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs() as i64)
         .unwrap_or(0)

@@ -2,6 +2,7 @@
 //! (table `ProxmoxNodes`); clients are built from them on first use and dropped when a node is
 //! unregistered or the settings change.
 
+use shell::sync::{MutexExt, RwLockExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -117,8 +118,7 @@ pub fn trust_of(record: &ProxmoxNodeRecord) -> Result<Trust, ProxmoxError> {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .locked()
 }
 
 impl Registry {
@@ -137,8 +137,7 @@ impl Registry {
     /// The settings new clients get.
     pub fn settings(&self) -> ClientSettings {
         self.settings
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .read_recovered()
             .clone()
     }
 
@@ -146,11 +145,9 @@ impl Registry {
     pub fn set_settings(&self, settings: ClientSettings) {
         *self
             .settings
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = settings;
+            .write_recovered() = settings;
         self.clients
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .write_recovered()
             .clear();
     }
 
@@ -174,8 +171,7 @@ impl Registry {
     pub fn client(&self, store: &Store, node: &str) -> Result<Client, RegistryError> {
         if let Some(client) = self
             .clients
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .read_recovered()
             .get(node)
         {
             return Ok(client.clone());
@@ -185,8 +181,7 @@ impl Registry {
             .ok_or_else(|| RegistryError::UnknownNode(node.to_string()))?;
         let client = self.client_for(&record)?;
         self.clients
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .write_recovered()
             .insert(node.to_string(), client.clone());
         Ok(client)
     }
@@ -194,16 +189,14 @@ impl Registry {
     /// Keeps a root password until the create task of `vmid` sends it.
     pub fn set_password(&self, vmid: u32, password: String) {
         self.passwords
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .locked()
             .insert(vmid, password);
     }
 
     /// Takes the root password of `vmid`'s create, if one is kept.
     pub fn take_password(&self, vmid: u32) -> Option<String> {
         self.passwords
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .locked()
             .remove(&vmid)
     }
 
@@ -211,23 +204,20 @@ impl Registry {
     pub fn deadlines(&self) -> Deadlines {
         *self
             .deadlines
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .read_recovered()
     }
 
     /// Changes the lifecycle deadlines (tests shorten them).
     pub fn set_deadlines(&self, deadlines: Deadlines) {
         *self
             .deadlines
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = deadlines;
+            .write_recovered() = deadlines;
     }
 
     /// Drops the cached client of a node (after it was unregistered) and what was read from it.
     pub fn forget(&self, node: &str) {
         self.clients
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .write_recovered()
             .remove(node);
         lock(&self.vmid_hints).remove(node);
         lock(&self.inventories).remove(node);

@@ -19,6 +19,7 @@ pub mod sealing;
 pub mod tables;
 pub mod tickets;
 
+use shell::sync::MutexExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -344,8 +345,7 @@ impl Store {
     fn flush_state(&self) -> std::sync::MutexGuard<'_, FlushState> {
         self.flushes
             .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .locked()
     }
 
     /// Blocks until grouped commit `number` is durable, flushing when no flush is under way.

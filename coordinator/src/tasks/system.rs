@@ -8,6 +8,7 @@
 //! changes no task: what was under way stays so in the store and is dealt with at the next start,
 //! exactly as after a crash.
 
+use shell::sync::{MutexExt, RwLockExt};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -317,8 +318,7 @@ impl std::fmt::Debug for TaskSystem {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .locked()
 }
 
 /// The current time, to the millisecond.
@@ -358,8 +358,7 @@ async fn deadline_reached(deadline: Option<OffsetDateTime>) {
 impl Inner {
     fn executor(&self, kind: &str) -> Option<Arc<dyn Executor>> {
         self.executors
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .read_recovered()
             .get(kind)
             .cloned()
     }
@@ -714,8 +713,7 @@ impl TaskSystem {
     pub fn register(&self, kind: &str, executor: impl Executor) {
         self.inner
             .executors
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .write_recovered()
             .insert(kind.to_string(), Arc::new(executor));
         self.inner
             .registrations
@@ -784,8 +782,7 @@ impl TaskSystem {
         }
         self.inner
             .executors
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .write_recovered()
             .clear();
         lock(&self.inner.channels).clear();
     }
