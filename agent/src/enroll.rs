@@ -129,12 +129,7 @@ async fn exchange(
     let (config, verifier) = enrollment_config(token.ca_fingerprint, Transport::default())
         .map_err(EnrollError::Exchange)?;
     let endpoint = client_endpoint(remote).map_err(|e| connect_error(e.to_string()))?;
-    let pinned_failure = || {
-        verifier
-            .failure
-            .locked()
-            .clone()
-    };
+    let pinned_failure = || verifier.failure.locked().clone();
     let connection = match endpoint
         .connect_with(config, remote, protocol::COORDINATOR_SERVER_NAME)
         .map_err(|e| connect_error(e.to_string()))?

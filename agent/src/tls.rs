@@ -116,9 +116,7 @@ impl PinnedCa {
     }
 
     fn refuse(&self, message: String) -> rustls::Error {
-        *self
-            .failure
-            .locked() = Some(message.clone());
+        *self.failure.locked() = Some(message.clone());
         rustls::Error::General(message)
     }
 }

@@ -310,11 +310,7 @@ impl LoginLimiter {
     /// Refuses with 429 while the user at this address, or the address, must wait.
     pub fn check(&self, username: &str, address: &str) -> Result<(), AuthError> {
         let now = Instant::now();
-        let lock = |delays: &Mutex<LoginDelays>, key: &str| {
-            delays
-                .locked()
-                .check(key, now)
-        };
+        let lock = |delays: &Mutex<LoginDelays>, key: &str| delays.locked().check(key, now);
         lock(&self.per_user_and_address, &pair_key(username, address))
             .and_then(|()| lock(&self.per_address, address))
             .map_err(AuthError::RateLimited)
@@ -325,9 +321,7 @@ impl LoginLimiter {
         self.per_user_and_address
             .locked()
             .record_failure(&pair_key(username, address), now);
-        self.per_address
-            .locked()
-            .record_failure(address, now);
+        self.per_address.locked().record_failure(address, now);
     }
 
     pub fn succeeded(&self, username: &str, address: &str) {

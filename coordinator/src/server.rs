@@ -210,9 +210,7 @@ struct ConnectionPermit {
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
-        let mut book = self
-            .book
-            .locked();
+        let mut book = self.book.locked();
         book.total = book.total.saturating_sub(1);
         if let Some(count) = book.per_address.get_mut(&self.address) {
             *count = count.saturating_sub(1);

@@ -164,8 +164,7 @@ impl Faults {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FaultState> {
-        self.state
-            .locked()
+        self.state.locked()
     }
 
     /// The current settings.
@@ -204,9 +203,7 @@ impl Faults {
     }
 
     fn apply_offline(&self, before: &BTreeMap<String, u16>, after: &BTreeMap<String, u16>) {
-        let mut cluster = self
-            .cluster
-            .locked();
+        let mut cluster = self.cluster.locked();
         for name in before.keys() {
             cluster.set_node_online(name, true);
         }
@@ -261,17 +258,13 @@ impl Faults {
     /// Places a config lock on a container and removes it after `duration` (if it is still the
     /// same lock). Returns false when the container does not exist.
     pub fn lock_guest(&self, vmid: u32, lock: &str, duration: Duration) -> bool {
-        let placed = self
-            .cluster
-            .locked()
-            .set_lock(vmid, Some(lock));
+        let placed = self.cluster.locked().set_lock(vmid, Some(lock));
         if placed && let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let cluster = self.cluster.clone();
             let lock = lock.to_string();
             runtime.spawn(async move {
                 tokio::time::sleep(duration).await;
-                let mut cluster = cluster
-                    .locked();
+                let mut cluster = cluster.locked();
                 if cluster
                     .guests
                     .get(&vmid)

@@ -149,8 +149,7 @@ impl SimState {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Cluster> {
-        self.cluster
-            .locked()
+        self.cluster.locked()
     }
 }
 

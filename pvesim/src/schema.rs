@@ -166,8 +166,7 @@ static REGEX_CACHE: LazyLock<Mutex<HashMap<&'static str, Regex>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 fn whole_match(pattern: &'static str, value: &str) -> bool {
-    let mut cache = REGEX_CACHE
-        .locked();
+    let mut cache = REGEX_CACHE.locked();
     let regex = cache.entry(pattern).or_insert_with(|| {
         Regex::new(&format!("^(?:{pattern})$")).expect("schema patterns are valid")
     });

@@ -57,8 +57,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn cluster(&self) -> std::sync::MutexGuard<'_, Cluster> {
-        self.cluster
-            .locked()
+        self.cluster.locked()
     }
 
     fn persist(&self) {
@@ -78,11 +77,7 @@ impl Shared {
     }
 
     fn guest_lock(&self, vmid: u32) -> Arc<tokio::sync::Mutex<()>> {
-        self.guest_locks
-            .locked()
-            .entry(vmid)
-            .or_default()
-            .clone()
+        self.guest_locks.locked().entry(vmid).or_default().clone()
     }
 }
 
@@ -206,22 +201,11 @@ impl Running {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.accept.await;
-        let cancels: Vec<Arc<Notify>> = self
-            .shared
-            .cancels
-            .locked()
-            .values()
-            .cloned()
-            .collect();
+        let cancels: Vec<Arc<Notify>> = self.shared.cancels.locked().values().cloned().collect();
         for cancel in cancels {
             cancel.notify_one();
         }
-        let mut tasks = std::mem::take(
-            &mut *self
-                .shared
-                .tasks
-                .locked(),
-        );
+        let mut tasks = std::mem::take(&mut *self.shared.tasks.locked());
         let deadline = tokio::time::sleep(Duration::from_secs(2));
         tokio::pin!(deadline);
         loop {
@@ -1283,11 +1267,7 @@ fn dispatch(
         }
         TaskStop => {
             let upid = find_task(shared, node, &parameters["upid"])?;
-            let cancel = shared
-                .cancels
-                .locked()
-                .get(&upid)
-                .cloned();
+            let cancel = shared.cancels.locked().get(&upid).cloned();
             if let Some(cancel) = cancel {
                 cancel.notify_one();
             }
@@ -1456,10 +1436,7 @@ fn start_task(
 fn spawn_task(shared: &Arc<Shared>, node: &str, upid: Upid, action: Action) -> String {
     let text = upid.to_string();
     let cancel = Arc::new(Notify::new());
-    shared
-        .cancels
-        .locked()
-        .insert(text.clone(), cancel.clone());
+    shared.cancels.locked().insert(text.clone(), cancel.clone());
     let runner = run_task(
         shared.clone(),
         node.to_string(),
@@ -1467,10 +1444,7 @@ fn spawn_task(shared: &Arc<Shared>, node: &str, upid: Upid, action: Action) -> S
         action,
         cancel,
     );
-    shared
-        .tasks
-        .locked()
-        .spawn(runner);
+    shared.tasks.locked().spawn(runner);
     text
 }
 
@@ -1505,10 +1479,7 @@ async fn run_task(
         };
         cluster.end_task(&upid, &result, moment);
     }
-    shared
-        .cancels
-        .locked()
-        .remove(&upid);
+    shared.cancels.locked().remove(&upid);
     shared.persist();
 }
 

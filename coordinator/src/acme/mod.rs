@@ -38,10 +38,7 @@ impl Acme {
 
     /// Stops the renewal loop (tasks it started go on in the task system).
     pub async fn shutdown(&self) {
-        let running = self
-            .renewal
-            .locked()
-            .take();
+        let running = self.renewal.locked().take();
         if let Some((stop, handle)) = running {
             stop.cancel();
             let _ = handle.await;
@@ -54,7 +51,5 @@ pub fn start(app: &Arc<App>) {
     task::register(app);
     let stop = CancellationToken::new();
     let handle = renewal::spawn(app, stop.clone());
-    *app.acme
-        .renewal
-        .locked() = Some((stop, handle));
+    *app.acme.renewal.locked() = Some((stop, handle));
 }

@@ -121,9 +121,7 @@ pub struct UserSlot {
 
 impl Drop for UserSlot {
     fn drop(&mut self) {
-        let mut held = self
-            .held
-            .locked();
+        let mut held = self.held.locked();
         if let Some(count) = held.get_mut(&self.user) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -136,9 +134,7 @@ impl Drop for UserSlot {
 impl UserSlots {
     /// Takes a place for `user` unless they already hold `limit`; the 429 names `what`.
     pub fn take(&self, user: &str, limit: usize, what: &str) -> Result<UserSlot, ApiError> {
-        let mut held = self
-            .held
-            .locked();
+        let mut held = self.held.locked();
         let count = held.entry(user.to_string()).or_insert(0);
         if *count >= limit {
             return Err(ApiError::new(

@@ -4,7 +4,7 @@
 use shell::sync::MutexExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use protocol::{
     EnrollRequest, EnrollResponse, Enrollment, EnrollmentToken, ErrorCode, ErrorData,
@@ -116,9 +116,7 @@ fn enroll(inner: &Inner, request: &EnrollRequest) -> Result<Enrollment, ErrorDat
     let hash = token_hash(&token.secret);
     let lifetime = inner.options.certificate_lifetime;
     let agent_version: String = request.agent_version.chars().take(64).collect();
-    let _guard = inner
-        .identity_lock
-        .locked();
+    let _guard = inner.identity_lock.locked();
     let outcome = inner.store.write(|write| {
         let Some(record) = write.get::<EnrollmentTokenRecord>(Table::EnrollmentTokens, &hash)?
         else {
@@ -128,7 +126,8 @@ fn enroll(inner: &Inner, request: &EnrollRequest) -> Result<Enrollment, ErrorDat
             )));
         };
         write.delete(Table::EnrollmentTokens, &hash)?;
-        let expired = parse_rfc3339(&record.expires_at).is_none_or(|at| at <= crate::clock::system_now());
+        let expired =
+            parse_rfc3339(&record.expires_at).is_none_or(|at| at <= crate::clock::system_now());
         if expired {
             return Ok(Err(refused(
                 ErrorCode::Unauthenticated,
@@ -219,10 +218,7 @@ fn enroll(inner: &Inner, request: &EnrollRequest) -> Result<Enrollment, ErrorDat
 
 pub(super) async fn serve(inner: Arc<Inner>, connection: quinn::Connection) {
     let remote = connection.remote_address();
-    let allowed = inner
-        .limiter
-        .locked()
-        .attempt(remote.ip(), Instant::now());
+    let allowed = inner.limiter.locked().attempt(remote.ip(), Instant::now());
     let exchange = tokio::time::timeout(inner.options.handshake_timeout, async {
         let (mut send, receive) = connection.accept_bi().await.ok()?;
         let mut reader = FrameReader::new(receive, MAX_ENROLL_FRAME);

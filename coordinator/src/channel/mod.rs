@@ -504,9 +504,7 @@ impl Inner {
 
     fn revoke(&self, instance: u32) -> Result<bool, ChannelError> {
         let key = crate::store::records::InstanceRecord::key(instance);
-        let _guard = self
-            .identity_lock
-            .locked();
+        let _guard = self.identity_lock.locked();
         let revoked = self.store.write(|write| {
             let tokens: Vec<(String, crate::store::records::EnrollmentTokenRecord)> =
                 write.list(Table::EnrollmentTokens)?;

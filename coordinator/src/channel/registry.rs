@@ -58,8 +58,7 @@ pub struct Registry {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .locked()
+    mutex.locked()
 }
 
 impl Registry {

@@ -185,9 +185,7 @@ pub(super) async fn start(inner: &Arc<Inner>) -> Result<SocketAddr, ChannelError
         source,
     })?;
     let _ = inner.local_address.set(address);
-    *inner
-        .endpoint
-        .locked() = Some(endpoint.clone());
+    *inner.endpoint.locked() = Some(endpoint.clone());
     inner.tracker.spawn(accept_loop(inner.clone(), endpoint));
     inner.tracker.spawn(flush_loop(inner.clone()));
     tracing::info!(%address, "listening for agents");
@@ -196,10 +194,7 @@ pub(super) async fn start(inner: &Arc<Inner>) -> Result<SocketAddr, ChannelError
 
 pub(super) async fn shutdown(inner: &Arc<Inner>) {
     inner.stop.cancel();
-    let endpoint = inner
-        .endpoint
-        .locked()
-        .take();
+    let endpoint = inner.endpoint.locked().take();
     if let Some(endpoint) = endpoint {
         endpoint.close(VarInt::from_u32(close_code::SHUTDOWN), b"shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(3), endpoint.wait_idle()).await;

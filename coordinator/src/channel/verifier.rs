@@ -43,22 +43,15 @@ pub enum Refusal {
 
 impl Authorizations {
     pub fn set(&self, instance: u32, authorization: Authorization) {
-        self.map
-            .write_recovered()
-            .insert(instance, authorization);
+        self.map.write_recovered().insert(instance, authorization);
     }
 
     pub fn remove(&self, instance: u32) {
-        self.map
-            .write_recovered()
-            .remove(&instance);
+        self.map.write_recovered().remove(&instance);
     }
 
     pub fn get(&self, instance: u32) -> Option<Authorization> {
-        self.map
-            .read_recovered()
-            .get(&instance)
-            .copied()
+        self.map.read_recovered().get(&instance).copied()
     }
 
     /// Whether `identity` may connect now.

@@ -117,8 +117,7 @@ pub fn trust_of(record: &ProxmoxNodeRecord) -> Result<Trust, ProxmoxError> {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .locked()
+    mutex.locked()
 }
 
 impl Registry {
@@ -136,19 +135,13 @@ impl Registry {
 
     /// The settings new clients get.
     pub fn settings(&self) -> ClientSettings {
-        self.settings
-            .read_recovered()
-            .clone()
+        self.settings.read_recovered().clone()
     }
 
     /// Changes the settings (timeouts, retries) and drops every cached client.
     pub fn set_settings(&self, settings: ClientSettings) {
-        *self
-            .settings
-            .write_recovered() = settings;
-        self.clients
-            .write_recovered()
-            .clear();
+        *self.settings.write_recovered() = settings;
+        self.clients.write_recovered().clear();
     }
 
     /// The endpoint of a record with the current settings.
@@ -169,11 +162,7 @@ impl Registry {
 
     /// The client of a registered node.
     pub fn client(&self, store: &Store, node: &str) -> Result<Client, RegistryError> {
-        if let Some(client) = self
-            .clients
-            .read_recovered()
-            .get(node)
-        {
+        if let Some(client) = self.clients.read_recovered().get(node) {
             return Ok(client.clone());
         }
         let record: ProxmoxNodeRecord = store
@@ -188,37 +177,27 @@ impl Registry {
 
     /// Keeps a root password until the create task of `vmid` sends it.
     pub fn set_password(&self, vmid: u32, password: String) {
-        self.passwords
-            .locked()
-            .insert(vmid, password);
+        self.passwords.locked().insert(vmid, password);
     }
 
     /// Takes the root password of `vmid`'s create, if one is kept.
     pub fn take_password(&self, vmid: u32) -> Option<String> {
-        self.passwords
-            .locked()
-            .remove(&vmid)
+        self.passwords.locked().remove(&vmid)
     }
 
     /// How long each kind of lifecycle task may take.
     pub fn deadlines(&self) -> Deadlines {
-        *self
-            .deadlines
-            .read_recovered()
+        *self.deadlines.read_recovered()
     }
 
     /// Changes the lifecycle deadlines (tests shorten them).
     pub fn set_deadlines(&self, deadlines: Deadlines) {
-        *self
-            .deadlines
-            .write_recovered() = deadlines;
+        *self.deadlines.write_recovered() = deadlines;
     }
 
     /// Drops the cached client of a node (after it was unregistered) and what was read from it.
     pub fn forget(&self, node: &str) {
-        self.clients
-            .write_recovered()
-            .remove(node);
+        self.clients.write_recovered().remove(node);
         lock(&self.vmid_hints).remove(node);
         lock(&self.inventories).remove(node);
     }

@@ -343,9 +343,7 @@ impl Store {
     }
 
     fn flush_state(&self) -> std::sync::MutexGuard<'_, FlushState> {
-        self.flushes
-            .state
-            .locked()
+        self.flushes.state.locked()
     }
 
     /// Blocks until grouped commit `number` is durable, flushing when no flush is under way.

@@ -317,8 +317,7 @@ impl std::fmt::Debug for TaskSystem {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .locked()
+    mutex.locked()
 }
 
 /// The current time, to the millisecond.
@@ -357,10 +356,7 @@ async fn deadline_reached(deadline: Option<OffsetDateTime>) {
 
 impl Inner {
     fn executor(&self, kind: &str) -> Option<Arc<dyn Executor>> {
-        self.executors
-            .read_recovered()
-            .get(kind)
-            .cloned()
+        self.executors.read_recovered().get(kind).cloned()
     }
 
     fn executor_grace(&self) -> Duration {
@@ -780,10 +776,7 @@ impl TaskSystem {
         for handle in handles {
             let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
         }
-        self.inner
-            .executors
-            .write_recovered()
-            .clear();
+        self.inner.executors.write_recovered().clear();
         lock(&self.inner.channels).clear();
     }
 
