@@ -16,26 +16,9 @@ pub use protocol::web::cache::{
     MAX_TTL_SECONDS, PurgeReport, PurgeRequest,
 };
 
+/// The cache key and bypass patterns are part of the rendered configuration; named here too.
+pub use crate::vhosts::render::{CACHE_KEY, bypass_pattern};
 use crate::vhosts::spec::ServerName;
-
-/// The nginx cache key of every vhost cache; [`cache_file`] computes the same key.
-pub const CACHE_KEY: &str = "$scheme://$host$request_uri";
-
-/// A bypass path prefix as an anchored PCRE pattern; the only characters of a valid path that
-/// PCRE treats specially (`.` and `+`) are put in character classes, so no backslash is needed.
-pub fn bypass_pattern(path: &str) -> String {
-    let mut pattern = String::from("^");
-    for character in path.chars() {
-        if matches!(character, '.' | '+') {
-            pattern.push('[');
-            pattern.push(character);
-            pattern.push(']');
-        } else {
-            pattern.push(character);
-        }
-    }
-    pattern
-}
 
 /// The cache key nginx computes for a request (see [`CACHE_KEY`]).
 pub fn cache_key(scheme: &str, host: &str, request_uri: &str) -> String {

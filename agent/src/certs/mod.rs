@@ -23,26 +23,7 @@ pub use protocol::web::certificate::{
 
 use crate::vhosts::spec::{ServerName, ValidationError};
 
-/// What is known about a deployed certificate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CertificateInfo {
-    /// Where it came from.
-    pub source: CertificateSource,
-    /// The issuer's distinguished name.
-    pub issuer: String,
-    /// The subject's distinguished name.
-    pub subject: String,
-    /// The DNS names it covers.
-    pub names: Vec<String>,
-    /// Start of validity.
-    #[serde(with = "time::serde::rfc3339")]
-    pub not_before: OffsetDateTime,
-    /// End of validity.
-    #[serde(with = "time::serde::rfc3339")]
-    pub not_after: OffsetDateTime,
-    /// SHA-256 of the leaf's DER, in hex.
-    pub fingerprint_sha256: String,
-}
+pub use crate::vhosts::state::CertificateInfo;
 
 /// The latest attempt to deploy or renew a vhost's certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 //!
 //! Code map: `spec` validates what customers send; `render` and `plan` turn the site state into
 //! files (pure); `state` is what is remembered; `server` and `probe` talk to nginx; this file is
-//! the transaction that drives them. Certificates (`crate::certs`) and caches (`crate::cache`) are
+//! the transaction that drives them. Certificates (the `certs` module) and caches (the `cache` module) are
 //! applied through the same transaction.
 //!
 //! Invariant: nginx only ever loads a generation that passed `nginx -t` as a whole; a change that

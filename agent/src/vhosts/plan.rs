@@ -10,11 +10,11 @@ pub use protocol::web::vhost::{MAX_EXTRA_BYTES, check_extra};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::certs::name_covers;
 use crate::vhosts::layout::WebLayout;
 use crate::vhosts::render::{TlsFiles, VhostInput, render_probe_server, render_vhost};
 use crate::vhosts::spec::{Content, ServerName, ValidationError, VhostId};
 use crate::vhosts::state::{AppliedVersion, SiteState, VhostRecord};
+use protocol::web::certificate::name_covers;
 
 /// The file name of the agent's probe server inside a generation (vhost ids never start with `_`).
 pub const PROBE_FILE: &str = "_probe.conf";
@@ -156,8 +156,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::cache::CacheSettings;
     use crate::vhosts::spec::VhostSpec;
+    use protocol::web::cache::CacheSettings;
 
     fn record(names: &[&str]) -> VhostRecord {
         VhostRecord {

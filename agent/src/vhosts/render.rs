@@ -7,9 +7,28 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use crate::cache::{CACHE_KEY, CacheSettings, bypass_pattern};
 use crate::vhosts::layout::WebLayout;
 use crate::vhosts::spec::{Content, ValidVhost, VhostId};
+use protocol::web::cache::CacheSettings;
+
+/// The nginx cache key of every vhost cache; `cache::cache_file` computes the same key.
+pub const CACHE_KEY: &str = "$scheme://$host$request_uri";
+
+/// A bypass path prefix as an anchored PCRE pattern; the only characters of a valid path that
+/// PCRE treats specially (`.` and `+`) are put in character classes, so no backslash is needed.
+pub fn bypass_pattern(path: &str) -> String {
+    let mut pattern = String::from("^");
+    for character in path.chars() {
+        if matches!(character, '.' | '+') {
+            pattern.push('[');
+            pattern.push(character);
+            pattern.push(']');
+        } else {
+            pattern.push(character);
+        }
+    }
+    pattern
+}
 
 /// The host name of the agent's own generation probe.
 pub const PROBE_HOST: &str = "generation.hostplane.invalid";
@@ -487,8 +506,8 @@ pub fn render_vhost(input: &VhostInput<'_>, layout: &WebLayout) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::Bypass;
     use crate::vhosts::spec::{PhpSpec, VhostSpec, WwwRedirect};
+    use protocol::web::cache::Bypass;
 
     fn layout() -> WebLayout {
         WebLayout::private(Path::new("/t"), 8080, 8443)

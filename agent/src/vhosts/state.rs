@@ -9,9 +9,30 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::cache::CacheSettings;
-use crate::certs::CertificateInfo;
 use crate::vhosts::spec::{VhostId, VhostSpec};
+use protocol::web::cache::CacheSettings;
+use protocol::web::certificate::CertificateSource;
+
+/// What is known about a deployed certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateInfo {
+    /// Where it came from.
+    pub source: CertificateSource,
+    /// The issuer's distinguished name.
+    pub issuer: String,
+    /// The subject's distinguished name.
+    pub subject: String,
+    /// The DNS names it covers.
+    pub names: Vec<String>,
+    /// Start of validity.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    /// SHA-256 of the leaf's DER, in hex.
+    pub fingerprint_sha256: String,
+}
 
 /// The version of the stored state's layout; a newer one is refused rather than misread.
 pub const STATE_FORMAT: u32 = 1;
