@@ -1,4 +1,4 @@
-//! Databases inside an instance (seed 000): MariaDB and PostgreSQL, listed from the agent at
+//! Databases inside an instance: MariaDB and PostgreSQL, listed from the agent at
 //! once; create, password change and drop as agent tasks; dumps streamed from the agent to the
 //! HTTP client as they are produced.
 //!

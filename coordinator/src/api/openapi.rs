@@ -31,8 +31,8 @@ fn parameters(path: &str) -> Vec<String> {
         .collect()
 }
 
-/// The document as JSON. Methods OpenAPI cannot name (seed 001's `REPORT`) are listed under
-/// the path item's `x-other-methods` extension.
+/// The document as JSON. Methods OpenAPI cannot name (`REPORT`, which the Proxmox-wrapper
+/// dialect uses) are listed under the path item's `x-other-methods` extension.
 pub fn document(routes: &RouteTable) -> Value {
     let mut paths = Paths::new();
     let mut other_methods: BTreeMap<String, Vec<Value>> = BTreeMap::new();

@@ -1,4 +1,4 @@
-//! Packages inside an instance (seed 000): the list comes from the agent's dpkg at once; install,
+//! Packages inside an instance: the list comes from the agent's dpkg at once; install,
 //! upgrade and remove are agent tasks. Names are checked against Debian's rules here, before a
 //! task exists, and the administrator's allow/deny list applies to customers.
 

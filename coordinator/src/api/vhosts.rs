@@ -1,4 +1,4 @@
-//! Vhosts of an instance (seed 000), served by the instance's nginx through its agent: the list
+//! Vhosts of an instance, served by the instance's nginx through its agent: the list
 //! and one vhost come from the agent at once; create, change and delete are agent tasks, each one
 //! tested, reversible change of the whole web server on the instance.
 //!

@@ -1,4 +1,4 @@
-//! Services per vhost (seed 000): TLS certificates (`/service/ssl/...`: uploaded, or issued and
+//! Services per vhost: TLS certificates (`/service/ssl/...`: uploaded, or issued and
 //! renewed through ACME) and nginx caches (`/service/cache/...`). Status comes from the agent at
 //! once; every change is a task.
 //!
