@@ -233,3 +233,45 @@ async fn an_agent_is_disconnected_when_its_certificate_expires() {
     );
     endpoint.close(0u32.into(), b"");
 }
+
+#[tokio::test]
+async fn with_handshakes_piled_up_a_new_peer_is_asked_to_prove_its_address_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_tests(dir.path().join("data"));
+    // Every handshake counts as "piled up": each unvalidated peer gets a QUIC Retry first.
+    config.limits.quic_retry_above_handshakes = 0;
+    let running = start(config, &[101]).await;
+    let channel = &running.app.channel;
+    let quic = running.quic.unwrap();
+    let ca = rustls::pki_types::CertificateDer::from(channel.ca_certificate_der());
+    let state = agent::StateDir::new(dir.path().join("agent"));
+    let before = channel.stats().retries;
+    // Enrollment is a handshake too; it goes through the Retry round trip and still works.
+    enroll(&running, 101, state.path()).await;
+    let identity = state.load_identity().unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connection = endpoint
+        .connect_with(
+            client_config(&ca, Some(&identity)),
+            quic,
+            protocol::COORDINATOR_SERVER_NAME,
+        )
+        .unwrap()
+        .await
+        .expect("a peer that answers the Retry from its address is served");
+    let (mut send, receive) = connection.open_bi().await.unwrap();
+    let hello = protocol::Hello::new("test", protocol::Features::NONE);
+    shell::wire::write_hello(&mut send, &hello).await.unwrap();
+    let mut reader = shell::wire::FrameReader::new(receive, 65536);
+    let welcome = reader.handshake::<protocol::HelloReply>().await;
+    assert!(
+        matches!(welcome, Ok(Some(protocol::HelloReply::Welcome(_)))),
+        "{welcome:?}"
+    );
+    let retries = channel.stats().retries - before;
+    assert!(
+        retries >= 2,
+        "the enrollment and the agent connection were each sent a Retry, counted {retries}"
+    );
+    endpoint.close(0u32.into(), b"");
+}
