@@ -6,8 +6,7 @@
 //! It holds dpkg's lock and installs a package on this machine, so it runs in the `dpkg` group
 //! of `.config/nextest.toml`, one at a time with the other tests that do.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::agent_crate as agent;
@@ -17,25 +16,21 @@ use coordinator::store::{Store, Table};
 use serde_json::{Value, json};
 use testkit::dpkg;
 use testkit::net::free_udp_port;
+use testkit::process::Started;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_hostplane-coordinator");
 const PACKAGE: &str = "sl";
 const INSTANCE: u32 = 101;
 
 struct Coordinator {
-    child: Child,
+    /// Killed (SIGKILL) when the coordinator is dropped.
+    _process: Started,
     url: String,
 }
 
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(data: &std::path::Path, quic_port: u16) -> Coordinator {
-    let mut child = Command::new(BINARY)
+    let mut command = Command::new(BINARY);
+    command
         .args(["serve", "--http-listen", "127.0.0.1:0"])
         .arg("--quic-listen")
         .arg(format!("127.0.0.1:{quic_port}"))
@@ -44,29 +39,13 @@ fn start(data: &std::path::Path, quic_port: u16) -> Coordinator {
         .arg("--config")
         .arg(data.join("coordinator.toml"))
         .env("HOSTPLANE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let started = Instant::now();
-    let url = loop {
-        let line = receiver
-            .recv_timeout(Duration::from_secs(60).saturating_sub(started.elapsed()))
-            .expect("the coordinator says where it listens within a minute");
-        if let Some(rest) = line.strip_prefix("listening http=") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    Coordinator { child, url }
+        .stderr(Stdio::null());
+    let started = Started::spawn(command);
+    let url = started.field("http=");
+    Coordinator {
+        _process: started,
+        url,
+    }
 }
 
 async fn call(

@@ -3,36 +3,31 @@
 //! on its next packet, that its old connection is gone (a stateless reset the agent can verify),
 //! reconnects by itself, and answers pings through the API again.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 use testkit::agent_crate as agent;
 
 use coordinator::store::records::InstanceRecord;
 use coordinator::store::{Store, Table};
+use testkit::process::Started;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_hostplane-coordinator");
 
 /// A coordinator process, killed when dropped.
 struct Coordinator {
-    child: Child,
+    /// Killed (SIGKILL) when the coordinator is dropped.
+    _process: Started,
     http: String,
     quic: String,
-}
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn serve(data: &Path, quic_listen: &str) -> Coordinator {
     let config = data.with_extension("toml");
     std::fs::write(&config, "").unwrap();
-    let mut child = Command::new(BINARY)
+    let mut command = Command::new(BINARY);
+    command
         .arg("--config")
         .arg(&config)
         .arg("--data-dir")
@@ -41,32 +36,12 @@ fn serve(data: &Path, quic_listen: &str) -> Coordinator {
         .arg(quic_listen)
         .env("HOSTPLANE_LOG", "warn")
         .env_remove("JOURNAL_STREAM")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("listening ") {
-                let _ = sender.send(line);
-            }
-        }
-    });
-    let line = receiver
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the coordinator says where it listens within a minute");
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|part| part.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in {line}"))
-            .to_string()
-    };
+        .stderr(Stdio::inherit());
+    let started = Started::spawn(command);
     Coordinator {
-        http: field("http="),
-        quic: field("quic="),
-        child,
+        http: started.field("http="),
+        quic: started.field("quic="),
+        _process: started,
     }
 }
 

@@ -2,29 +2,23 @@
 //! one address, made-up methods, password guessing, logins that keep the CPU busy, forged
 //! `X-Forwarded-For`, duplicate JSON keys, and email changes that would tell who is registered.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use testkit::coordinator::TestServer;
+use testkit::process::Started;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_hostplane-coordinator");
 
 /// A `hostplane-coordinator serve --dev` process, killed when dropped.
 struct Process {
-    child: Child,
+    started: Started,
     url: String,
     admin_key: String,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Process {
@@ -34,7 +28,8 @@ impl Process {
         let config = dir.path().join("coordinator.toml");
         std::fs::write(&config, format!("[limits]\n{limits}\n")).unwrap();
         let data = dir.path().join("data");
-        let mut child = Command::new(BINARY)
+        let mut command = Command::new(BINARY);
+        command
             .arg("--config")
             .arg(&config)
             .args([
@@ -47,38 +42,15 @@ impl Process {
             ])
             .arg("--data-dir")
             .arg(&data)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let started = Instant::now();
-        let url = loop {
-            let line = receiver
-                .recv_timeout(Duration::from_secs(60).saturating_sub(started.elapsed()))
-                .expect("the coordinator says where it listens within a minute");
-            if let Some(rest) = line.strip_prefix("listening ") {
-                break rest
-                    .split_whitespace()
-                    .find_map(|part| part.strip_prefix("http="))
-                    .expect("http= in the ready line")
-                    .to_string();
-            }
-        };
+            .stderr(Stdio::null());
+        let started = Started::spawn(command);
+        let url = started.field("http=");
         let admin_key = std::fs::read_to_string(data.join("admin.key"))
             .unwrap()
             .trim()
             .to_string();
         Process {
-            child,
+            started,
             url,
             admin_key,
             _dir: dir,
@@ -90,7 +62,7 @@ impl Process {
     }
 
     fn descriptors(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+        std::fs::read_dir(format!("/proc/{}/fd", self.started.child.id()))
             .unwrap()
             .count()
     }

@@ -11,7 +11,8 @@
 //! nginx), [`pebble`] (an ACME server), [`coordinator`] (a coordinator in-process),
 //! [`agent`] (agents in-process against it), [`agent_work`] (a customer's instance with its
 //! agent, driven through the API), [`quic`] (raw QUIC clients of the agent channel) and
-//! [`pvesim`] (the simulator in-process with a client of its API), and [`architecture`] (the
+//! [`pvesim`] (the simulator in-process with a client of its API), [`process`] (the
+//! coordinator binary as a child process), and [`architecture`] (the
 //! layering checks read from a crate's sources).
 
 pub mod agent;
@@ -24,6 +25,7 @@ pub mod dpkg;
 pub mod gate;
 pub mod net;
 pub mod pebble;
+pub mod process;
 pub mod pvesim;
 pub mod quic;
 pub mod vhosts;
