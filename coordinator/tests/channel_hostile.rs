@@ -8,7 +8,7 @@ use testkit::agent_crate as agent;
 use coordinator::config::Config;
 use testkit::agent::{WAIT, connected, enroll, spawn_agent};
 use testkit::coordinator::start;
-use testkit::quic::client_config;
+use testkit::quic::{client_config, welcomed};
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
@@ -189,27 +189,9 @@ async fn an_agent_is_disconnected_when_its_certificate_expires() {
     enroll(&running, 101, state.path()).await;
     let identity = state.load_identity().unwrap();
     // A client that never renews: connect, say hello, then wait to be closed.
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let connection = endpoint
-        .connect_with(
-            client_config(&ca, Some(&identity)),
-            quic,
-            protocol::COORDINATOR_SERVER_NAME,
-        )
-        .unwrap()
-        .await
-        .unwrap();
-    let (mut send, receive) = connection.open_bi().await.unwrap();
-    let hello = protocol::Hello::new("test", protocol::Features::NONE);
-    shell::wire::write_hello(&mut send, &hello).await.unwrap();
-    let mut reader = shell::wire::FrameReader::new(receive, 65536);
-    let welcome = reader.handshake::<protocol::HelloReply>().await;
-    assert!(
-        matches!(welcome, Ok(Some(protocol::HelloReply::Welcome(_)))),
-        "{welcome:?}"
-    );
+    let session = welcomed(quic, client_config(&ca, Some(&identity))).await;
     assert!(channel.is_connected(101));
-    let closed = tokio::time::timeout(Duration::from_secs(30), connection.closed())
+    let closed = tokio::time::timeout(Duration::from_secs(30), session.connection.closed())
         .await
         .expect("the connection is closed within 30 s");
     match closed {
@@ -231,7 +213,7 @@ async fn an_agent_is_disconnected_when_its_certificate_expires() {
         gone.is_ok(),
         "the expired connection is no longer registered"
     );
-    endpoint.close(0u32.into(), b"");
+    session.endpoint.close(0u32.into(), b"");
 }
 
 #[tokio::test]
@@ -249,29 +231,11 @@ async fn with_handshakes_piled_up_a_new_peer_is_asked_to_prove_its_address_first
     // Enrollment is a handshake too; it goes through the Retry round trip and still works.
     enroll(&running, 101, state.path()).await;
     let identity = state.load_identity().unwrap();
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let connection = endpoint
-        .connect_with(
-            client_config(&ca, Some(&identity)),
-            quic,
-            protocol::COORDINATOR_SERVER_NAME,
-        )
-        .unwrap()
-        .await
-        .expect("a peer that answers the Retry from its address is served");
-    let (mut send, receive) = connection.open_bi().await.unwrap();
-    let hello = protocol::Hello::new("test", protocol::Features::NONE);
-    shell::wire::write_hello(&mut send, &hello).await.unwrap();
-    let mut reader = shell::wire::FrameReader::new(receive, 65536);
-    let welcome = reader.handshake::<protocol::HelloReply>().await;
-    assert!(
-        matches!(welcome, Ok(Some(protocol::HelloReply::Welcome(_)))),
-        "{welcome:?}"
-    );
+    let session = welcomed(quic, client_config(&ca, Some(&identity))).await;
     let retries = channel.stats().retries - before;
     assert!(
         retries >= 2,
         "the enrollment and the agent connection were each sent a Retry, counted {retries}"
     );
-    endpoint.close(0u32.into(), b"");
+    session.endpoint.close(0u32.into(), b"");
 }

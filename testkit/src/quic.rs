@@ -1,6 +1,6 @@
 //! Raw QUIC clients of the coordinator's agent channel, for tests of what it refuses: a client
-//! configuration with or without an agent identity, one handshake attempt, and the check that a
-//! refusal happened in the TLS handshake.
+//! configuration with or without an agent identity, one handshake attempt, a connection that
+//! was welcomed, and the check that a refusal happened in the TLS handshake.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +33,41 @@ pub async fn attempt(
     .expect("the attempt ends in time");
     endpoint.close(0u32.into(), b"");
     outcome
+}
+
+/// A connection the coordinator welcomed, with its hello stream: closing that stream would end
+/// the session, so it lives as long as this does.
+pub struct Welcomed {
+    pub endpoint: quinn::Endpoint,
+    pub connection: quinn::Connection,
+    _hello: (
+        quinn::SendStream,
+        shell::wire::FrameReader<quinn::RecvStream>,
+    ),
+}
+
+/// Connects with `config`, says hello and asserts the coordinator's welcome.
+pub async fn welcomed(quic: SocketAddr, config: quinn::ClientConfig) -> Welcomed {
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connection = endpoint
+        .connect_with(config, quic, protocol::COORDINATOR_SERVER_NAME)
+        .unwrap()
+        .await
+        .expect("the coordinator accepts the connection");
+    let (mut send, receive) = connection.open_bi().await.unwrap();
+    let hello = protocol::Hello::new("test", protocol::Features::NONE);
+    shell::wire::write_hello(&mut send, &hello).await.unwrap();
+    let mut reader = shell::wire::FrameReader::new(receive, 65536);
+    let welcome = reader.handshake::<protocol::HelloReply>().await;
+    assert!(
+        matches!(welcome, Ok(Some(protocol::HelloReply::Welcome(_)))),
+        "{welcome:?}"
+    );
+    Welcomed {
+        endpoint,
+        connection,
+        _hello: (send, reader),
+    }
 }
 
 /// Asserts that the connection was refused with a TLS alert (QUIC crypto error codes).
