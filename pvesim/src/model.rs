@@ -637,6 +637,28 @@ impl Cluster {
             })
     }
 
+    /// Removes a guest's volumes from every storage (its backups stay), logging each LVM-thin
+    /// volume as Proxmox does; containers and VMs are destroyed alike.
+    pub(crate) fn remove_volumes_of(&mut self, vmid: u32, log: &mut Vec<String>) {
+        for storage in &mut self.storages {
+            for volumes in storage.volumes.values_mut() {
+                volumes.retain(|volume| {
+                    let owned = volume.vmid == Some(vmid) && volume.content != "backup";
+                    if owned && storage.kind == "lvmthin" {
+                        let short = volume
+                            .volid
+                            .split_once(':')
+                            .map_or(volume.volid.as_str(), |(_, name)| name);
+                        log.push(format!(
+                            "  Logical volume \"{short}\" successfully removed."
+                        ));
+                    }
+                    !owned
+                });
+            }
+        }
+    }
+
     pub(crate) fn guest_mut(&mut self, vmid: u32) -> Option<&mut Guest> {
         self.guests.get_mut(&vmid)
     }
@@ -1433,23 +1455,7 @@ impl Cluster {
                 }
             }
             Action::Destroy { vmid, purge, .. } => {
-                for storage in &mut self.storages {
-                    for volumes in storage.volumes.values_mut() {
-                        volumes.retain(|volume| {
-                            let owned = volume.vmid == Some(*vmid) && volume.content != "backup";
-                            if owned && storage.kind == "lvmthin" {
-                                let short = volume
-                                    .volid
-                                    .split_once(':')
-                                    .map_or(volume.volid.as_str(), |(_, name)| name);
-                                log.push(format!(
-                                    "  Logical volume \"{short}\" successfully removed."
-                                ));
-                            }
-                            !owned
-                        });
-                    }
-                }
+                self.remove_volumes_of(*vmid, &mut log);
                 if *purge {
                     log.push(format!("purging CT {vmid} from related configurations.."));
                 }

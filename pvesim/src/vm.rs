@@ -407,23 +407,7 @@ impl Cluster {
                 }
             }
             Action::VmDestroy { vmid, purge } => {
-                for storage in &mut self.storages {
-                    for volumes in storage.volumes.values_mut() {
-                        volumes.retain(|volume| {
-                            let owned = volume.vmid == Some(*vmid) && volume.content != "backup";
-                            if owned && storage.kind == "lvmthin" {
-                                let short = volume
-                                    .volid
-                                    .split_once(':')
-                                    .map_or(volume.volid.as_str(), |(_, name)| name);
-                                log.push(format!(
-                                    "  Logical volume \"{short}\" successfully removed."
-                                ));
-                            }
-                            !owned
-                        });
-                    }
-                }
+                self.remove_volumes_of(*vmid, &mut log);
                 if *purge {
                     log.push(format!("purging VM {vmid} from related configurations.."));
                 }
