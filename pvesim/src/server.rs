@@ -1038,14 +1038,7 @@ fn dispatch(
         }
         StatusCurrent => plain(shared.cluster().status_view(node, vmid, moment)?),
         Power(action) => {
-            if flag(parameters, "skiplock")
-                && caller.is_some_and(|caller| caller_user(caller) != "root@pam")
-            {
-                return Err(ApiError::parameter(
-                    "skiplock",
-                    "Only root may use this option.",
-                ));
-            }
+            only_root_skips_locks(parameters, caller)?;
             let prepared = shared
                 .cluster()
                 .prepare_power(node, vmid, action, parameters);
@@ -1158,14 +1151,7 @@ fn dispatch(
         }
         VmStatusCurrent => plain(shared.cluster().vm_status_view(node, vmid, moment)?),
         VmPower(action) => {
-            if flag(parameters, "skiplock")
-                && caller.is_some_and(|caller| caller_user(caller) != "root@pam")
-            {
-                return Err(ApiError::parameter(
-                    "skiplock",
-                    "Only root may use this option.",
-                ));
-            }
+            only_root_skips_locks(parameters, caller)?;
             let prepared = shared
                 .cluster()
                 .prepare_vm_power(node, vmid, action, parameters);
@@ -1310,6 +1296,22 @@ fn dispatch(
 fn adopt_host_bridges(shared: &Shared, cluster: &mut Cluster, node: &str) -> Result<(), ApiError> {
     if let Some(bridges) = shared.backend.host_bridges() {
         cluster.network_mut(node)?.adopt_host_bridges(&bridges);
+    }
+    Ok(())
+}
+
+/// `skiplock` is root's alone, as in Proxmox, for containers and VMs alike.
+fn only_root_skips_locks(
+    parameters: &BTreeMap<String, String>,
+    caller: Option<&Caller>,
+) -> Result<(), ApiError> {
+    if flag(parameters, "skiplock")
+        && caller.is_some_and(|caller| caller_user(caller) != "root@pam")
+    {
+        return Err(ApiError::parameter(
+            "skiplock",
+            "Only root may use this option.",
+        ));
     }
     Ok(())
 }
