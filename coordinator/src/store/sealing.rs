@@ -297,9 +297,12 @@ pub(super) fn attach(store: &Store, key_path: &Path) -> Result<Sealer, StoreErro
                 created_at: crate::clock::now_rfc3339(),
             };
             store.put(Table::Meta, CHECK_META_KEY, &record)?;
+            // The first key attached: records written before sealing existed are sealed now.
+            // Once the check exists, nothing writes a sealed table without the key, so later
+            // starts need not read every sealed record again.
+            seal_clear_records(store, &sealer)?;
         }
     }
-    seal_clear_records(store, &sealer)?;
     Ok(sealer)
 }
 
