@@ -70,7 +70,7 @@ pub enum StoreError {
 }
 
 /// The layout version of the store this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The `Meta` key of the schema version (a JSON number).
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -90,9 +90,12 @@ pub struct Migration {
     pub run: fn(&mut Write<'_>) -> Result<(), StoreError>,
 }
 
-/// The migrations of this build, in order: `MIGRATIONS[i].from == i + 1`. None yet: every table
-/// is still in its first layout.
-const MIGRATIONS: &[Migration] = &[];
+/// The migrations of this build, in order: `MIGRATIONS[i].from == i + 1`.
+const MIGRATIONS: &[Migration] = &[Migration {
+    from: 1,
+    describe: "index the tickets by user and by expiry",
+    run: tickets::index_existing,
+}];
 
 macro_rules! database_error {
     ($($type:ty),*) => {$(
@@ -258,9 +261,6 @@ impl Store {
             flushes: Arc::new(Flushes::default()),
             sealer: None,
         };
-        if store.read(tickets::unindexed)? {
-            store.write(tickets::index_existing)?;
-        }
         Ok(store)
     }
 

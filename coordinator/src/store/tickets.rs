@@ -70,13 +70,8 @@ pub fn sweep_expired(write: &mut Write<'_>, now: i64, limit: usize) -> Result<us
     Ok(removed)
 }
 
-/// Whether the store holds tickets written before the indexes existed: tickets, but no index
-/// entry (both are always written in one transaction).
-pub fn unindexed(read: &super::Read) -> Result<bool, StoreError> {
-    Ok(read.count(Table::Tickets)? > 0 && read.count(Table::TicketsByUser)? == 0)
-}
-
-/// Indexes the tickets of a store written before the indexes existed.
+/// Indexes the tickets of a store written before the indexes existed: the migration from
+/// schema version 1.
 pub fn index_existing(write: &mut Write<'_>) -> Result<(), StoreError> {
     let tickets: Vec<(String, TicketRecord)> = write.list(Table::Tickets)?;
     for (hash, ticket) in &tickets {
@@ -139,6 +134,10 @@ mod tests {
             let store = Store::open(dir.path()).unwrap();
             store
                 .write(|write| write.put(Table::Tickets, "old", &ticket("carol", 50)))
+                .unwrap();
+            // A store from before the indexes is at schema version 1.
+            store
+                .put(Table::Meta, crate::store::SCHEMA_VERSION_KEY, &1u32)
                 .unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
